@@ -1,0 +1,24 @@
+"""Entry point: ``dcosd <command>`` and ``python -m dcosd``.
+
+The task supervisor (``dcosd executor``) is dispatched before anything else is
+imported: it starts once per task, so its start-up cost is launch latency.
+"""
+
+from __future__ import annotations
+
+import sys
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = sys.argv[1:] if argv is None else argv
+    if args[:1] == ["executor"]:
+        from dcosd.executor.supervisor import main as supervisor_main
+
+        sys.exit(supervisor_main(args[1:]))
+    from dcosd.cli import run_cli
+
+    run_cli(args)
+
+
+if __name__ == "__main__":
+    main()
