@@ -110,6 +110,12 @@ class ExecutorBackend(abc.ABC):
     async def close(self) -> None:
         """Stop watching. Running tasks keep running."""
 
+    def sandbox_path(self, task_id: str) -> Path:
+        """Where the task's sandbox lives: ``work_dir/sandboxes/<task_id>`` (the layout is in executor/DESIGN.md)."""
+        if not task_id or "/" in task_id or "\0" in task_id or task_id in (".", "..") or ".." in task_id:
+            raise ExecutorError(f"task id {task_id!r} cannot name a sandbox directory")
+        return self.work_dir / "sandboxes" / task_id
+
     def describe(self) -> dict[str, str]:
         return {"backend": self.name, "cgroup_version": self.cgroup_version}
 
