@@ -1,0 +1,1 @@
+"""The agent: registers with the master, runs tasks through an executor backend, reports their status."""

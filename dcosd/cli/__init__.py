@@ -1,0 +1,83 @@
+"""The command tree. One module per noun; daemons in daemons.py.
+
+Every error a user can cause ends as one line on stderr and a documented exit
+code, never a traceback:
+
+    0 success      2 bad input or usage   4 conflict        6 master/agent unreachable
+    1 error        3 not found            5 unauthorized    (run --wait: the task's exit code)
+"""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from dcosd import __version__
+from dcosd.errors import DcosdError
+
+EXIT_CODES_HELP = """Exit codes: 0 success, 1 error, 2 bad input, 3 not found, 4 conflict,
+5 unauthorized, 6 master unreachable; `run --wait` exits with the task's code."""
+
+
+class Context:
+    def __init__(self, master: str | None, token: str | None) -> None:
+        self._master = master
+        self._token = token
+        self._client = None
+
+    @property
+    def client(self):  # noqa: ANN201 — imported lazily to keep start-up cheap
+        if self._client is None:
+            from dcosd.cli.client import Client
+            from dcosd.config import cli_master, cli_token
+
+            self._client = Client(cli_master(self._master), cli_token(self._token))
+        return self._client
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
+             epilog=EXIT_CODES_HELP)
+@click.version_option(__version__, "--version", message="dcosd %(version)s")
+@click.option("--master", metavar="URL", help="Master to talk to (env DCOSD_MASTER; default http://127.0.0.1:5050).")
+@click.option("--token", metavar="TOKEN", help="Operator token when the cluster has auth on (env DCOSD_TOKEN).")
+@click.pass_context
+def cli(ctx: click.Context, master: str | None, token: str | None) -> None:
+    """dcosd — a data-center operating system in one binary.
+
+    Run `dcosd up` for a one-machine cluster, then `dcosd run -- CMD` and `dcosd task list`.
+    """
+    ctx.obj = Context(master, token)
+
+
+def _register() -> None:
+    from dcosd.cli import daemons, nodes, tasks
+
+    for module in (daemons, tasks, nodes):
+        for command in module.COMMANDS:
+            cli.add_command(command)
+
+
+def run_cli(args: list[str]) -> None:
+    _register()
+    try:
+        from dcosd.config import daemon_default_map
+
+        default_map = daemon_default_map()
+        rv = cli.main(args=args, prog_name="dcosd", standalone_mode=False, default_map=default_map)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(2)
+    except click.Abort:
+        sys.stderr.write("aborted\n")
+        sys.exit(1)
+    except DcosdError as exc:
+        sys.stderr.write(f"dcosd: error: {exc.message}\n")
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        sys.exit(130)
+    except BrokenPipeError:
+        sys.exit(0)
+    sys.exit(rv if isinstance(rv, int) else 0)

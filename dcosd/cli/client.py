@@ -1,0 +1,82 @@
+"""A small synchronous HTTP client for the CLI (stdlib only: the CLI must start fast)."""
+
+from __future__ import annotations
+
+import json
+import socket
+import urllib.error
+import urllib.parse
+import urllib.request
+from typing import Any, Iterator
+
+from dcosd.errors import Conflict, DcosdError, NotFound, Unauthorized, Unavailable, ValidationError
+
+_BY_STATUS: dict[int, type[DcosdError]] = {400: ValidationError, 401: Unauthorized, 403: Unauthorized,
+                                          404: NotFound, 409: Conflict, 422: ValidationError}
+
+
+class Client:
+    def __init__(self, master: str, token: str | None, timeout: float = 30.0) -> None:
+        self.master = master.rstrip("/")
+        self.token = token
+        self.timeout = timeout
+
+    def _request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
+                 timeout: float | None = None) -> Any:
+        url = self.master + path
+        if params:
+            url += "?" + urllib.parse.urlencode(params)
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method)
+        if data is not None:
+            req.add_header("Content-Type", "application/json")
+        if self.token:
+            req.add_header("Authorization", f"Bearer {self.token}")
+        try:
+            return urllib.request.urlopen(req, timeout=timeout or self.timeout)
+        except urllib.error.HTTPError as exc:
+            raw = exc.read()
+            try:
+                message = json.loads(raw).get("message") or raw.decode(errors="replace")
+            except (ValueError, AttributeError):
+                message = raw.decode(errors="replace").strip() or exc.reason
+            cls = _BY_STATUS.get(exc.code, Unavailable if exc.code >= 500 else DcosdError)
+            raise cls(f"{message} (HTTP {exc.code})") from None
+        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise Unavailable(
+                f"cannot reach the master at {self.master} ({reason}). Is `dcosd up` or `dcosd master` running? "
+                "Point the CLI elsewhere with --master or DCOSD_MASTER.") from None
+
+    def get(self, path: str, params: dict[str, str] | None = None, timeout: float | None = None) -> Any:
+        with self._request("GET", path, params=params, timeout=timeout) as resp:
+            return json.loads(resp.read())
+
+    def post(self, path: str, body: Any = None) -> Any:
+        with self._request("POST", path, body=body if body is not None else {}) as resp:
+            raw = resp.read()
+            return json.loads(raw) if raw else None
+
+    def stream(self, path: str, params: dict[str, str] | None = None) -> Iterator[bytes]:
+        resp = self._request("GET", path, params=params, timeout=3600)
+        with resp:
+            while True:
+                chunk = resp.read1(65536) if hasattr(resp, "read1") else resp.read(65536)
+                if not chunk:
+                    return
+                yield chunk
+
+    def resolve_task(self, task_id: str) -> dict[str, Any]:
+        """A task by id or by a unique prefix of its id."""
+        quoted = urllib.parse.quote(task_id, safe="")
+        try:
+            return self.get(f"/dcosd/v1/tasks/{quoted}")
+        except NotFound:
+            pass
+        tasks = self.get("/dcosd/v1/tasks", params={"all": "1", "limit": "100000"})["tasks"]
+        matches = [t for t in tasks if t["id"].startswith(task_id)]
+        if len(matches) == 1:
+            return self.get(f"/dcosd/v1/tasks/{urllib.parse.quote(matches[0]['id'], safe='')}")
+        if not matches:
+            raise NotFound(f"no task {task_id}")
+        raise ValidationError(f"{task_id!r} matches {len(matches)} tasks; give more of the id")

@@ -1,0 +1,239 @@
+"""`dcosd master`, `dcosd agent` and `dcosd up` — the long-running processes."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+from typing import Any, Awaitable, Callable
+
+import click
+
+from dcosd.config import DEFAULT_AGENT_PORT, DEFAULT_MASTER_PORT, default_data_dir
+from dcosd.errors import ConfigError
+
+log = logging.getLogger("dcosd")
+
+
+def _setup_logging(level: str) -> None:
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def _split_listen(listen: str, default_port: int) -> tuple[str, int]:
+    host, sep, port = listen.rpartition(":")
+    if not sep:
+        return listen, default_port
+    try:
+        return host or "0.0.0.0", int(port)
+    except ValueError:
+        raise ConfigError(f"--listen {listen!r} is not HOST:PORT") from None
+
+
+def _serve(main: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
+    """Run a daemon until SIGTERM/SIGINT, then let it stop cleanly."""
+
+    async def runner() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, stop.set)
+        await main(stop)
+
+    asyncio.run(runner())
+
+
+def _log_option(f: Callable) -> Callable:
+    return click.option("--log-level", default="info", show_default=True, envvar="DCOSD_LOG_LEVEL",
+                        type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")(f)
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="DCOSD_DATA_DIR",
+              help="State directory (default /var/lib/dcosd/master as root).")
+@click.option("--listen", default=f"127.0.0.1:{DEFAULT_MASTER_PORT}", show_default=True, envvar="DCOSD_LISTEN",
+              help="HOST:PORT to serve the API on.")
+@click.option("--advertise", envvar="DCOSD_ADVERTISE", help="URL other machines use to reach this master.")
+@click.option("--auth/--no-auth", default=True, show_default=True, envvar="DCOSD_AUTH",
+              help="Require the operator token on operator calls.")
+@click.option("--agent-timeout", type=float, default=20.0, show_default=True, envvar="DCOSD_AGENT_TIMEOUT",
+              help="Seconds without a heartbeat before an agent is unreachable.")
+@click.option("--unreachable-grace", type=float, default=60.0, show_default=True,
+              envvar="DCOSD_UNREACHABLE_GRACE", help="Seconds an agent may stay unreachable before its tasks are lost.")
+@_log_option
+def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool, agent_timeout: float,
+           unreachable_grace: float, log_level: str) -> None:
+    """Run a master: state, placement and the APIs."""
+    from dcosd.master.service import Master, MasterConfig
+
+    _setup_logging(log_level)
+    host, port = _split_listen(listen, DEFAULT_MASTER_PORT)
+    if agent_timeout <= 0 or unreachable_grace < 0:
+        raise ConfigError("--agent-timeout must be positive and --unreachable-grace not negative")
+    cfg = MasterConfig(data_dir=data_dir or default_data_dir() / "master", host=host, port=port, auth=auth,
+                       agent_timeout=agent_timeout, unreachable_grace=unreachable_grace, advertise=advertise,
+                       heartbeat_interval=min(2.0, agent_timeout / 4))
+
+    async def main(stop: asyncio.Event) -> None:
+        m = Master(cfg)
+        await m.start()
+        log.info("master ready at %s (data in %s; auth %s)", m.advertise_url, cfg.data_dir, "on" if auth else "off")
+        try:
+            await stop.wait()
+        finally:
+            await m.stop()
+
+    _serve(main)
+
+
+def _agent_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--backend", type=click.Choice(["systemd", "cgroups", "process"]), envvar="DCOSD_BACKEND",
+                     help="Executor backend (default: systemd if PID 1 is systemd, else cgroups as root, else process)."),
+        click.option("--resources", "resources_text", envvar="DCOSD_RESOURCES", default="",
+                     help="Override fingerprinted resources: 'cpus:4;mem:2048;ports:[31000-32000]'."),
+        click.option("--attributes", "attributes_text", envvar="DCOSD_ATTRIBUTES", default="",
+                     help="Attributes for placement constraints: 'rack:r1;zone:a'."),
+        click.option("--hostname", envvar="DCOSD_HOSTNAME", help="Hostname to report (default: this machine's)."),
+        click.option("--default-user", envvar="DCOSD_DEFAULT_USER",
+                     help="User tasks run as when they name none (default nobody, as root)."),
+        click.option("--allow-root-tasks", is_flag=True, envvar="DCOSD_ALLOW_ROOT_TASKS",
+                     help="Allow tasks to run as root."),
+    ]):
+        f = opt(f)
+    return f
+
+
+@click.command()
+@click.option("--master", "master_url", required=True, envvar="DCOSD_MASTER", help="URL of a master.")
+@click.option("--work-dir", type=click.Path(path_type=Path), envvar="DCOSD_WORK_DIR",
+              help="Agent state and sandboxes (default /var/lib/dcosd/agent as root).")
+@click.option("--listen", default=f"0.0.0.0:{DEFAULT_AGENT_PORT}", show_default=True, envvar="DCOSD_AGENT_LISTEN",
+              help="HOST:PORT of the agent's API (sandbox files; authenticated by the cluster secret).")
+@click.option("--secret", envvar="DCOSD_SECRET", help="Cluster secret (the master's data-dir/cluster.secret).")
+@click.option("--secret-file", envvar="DCOSD_SECRET_FILE", type=click.Path(), help="File holding the cluster secret.")
+@click.option("--advertise-ip", envvar="DCOSD_ADVERTISE_IP", help="IP to report (default: the one towards the master).")
+@_agent_options
+@_log_option
+def agent(master_url: str, work_dir: Path | None, listen: str, secret: str | None, secret_file: str | None,
+          advertise_ip: str | None, backend: str | None, resources_text: str, attributes_text: str,
+          hostname: str | None, default_user: str | None, allow_root_tasks: bool, log_level: str) -> None:
+    """Run an agent: offer this machine's resources and run tasks."""
+    from dcosd.agent import fingerprint
+    from dcosd.agent.service import Agent, AgentConfig
+    from dcosd.master.auth import read_secret
+
+    _setup_logging(log_level)
+    host, port = _split_listen(listen, DEFAULT_AGENT_PORT)
+    cfg = AgentConfig(master=master_url, work_dir=work_dir or default_data_dir() / "agent",
+                      secret=read_secret(secret, secret_file), host=host, port=port, backend=backend,
+                      resources=fingerprint.parse_resources(resources_text),
+                      attributes=fingerprint.parse_attributes(attributes_text), hostname=hostname,
+                      advertise_ip=advertise_ip, default_user=default_user, allow_root_tasks=allow_root_tasks)
+    if cfg.secret is None:
+        log.warning("no cluster secret given (--secret/--secret-file): a master will refuse this agent")
+
+    async def main(stop: asyncio.Event) -> None:
+        a = Agent(cfg)
+        await a.start()
+        log.info("agent serving on port %d, work dir %s", a.bound_port, cfg.work_dir)
+        try:
+            await stop.wait()
+        finally:
+            await a.stop()
+
+    _serve(main)
+
+
+SAMPLE_SERVICE = {
+    "name": "hello-web",
+    "cmd": "echo \"hello from dcosd task $MESOS_TASK_ID\" > index.html && exec python3 -m http.server $PORT0",
+    "resources": {"cpus": 0.1, "mem": 64, "ports": [[31080, 31080]]},
+}
+
+
+@click.command()
+@click.option("--data-dir", type=click.Path(path_type=Path), envvar="DCOSD_DATA_DIR",
+              help="Where the master's state and the agent's sandboxes live (default /var/lib/dcosd as root).")
+@click.option("--port", type=int, default=DEFAULT_MASTER_PORT, show_default=True, help="Master port on 127.0.0.1.")
+@click.option("--agent-port", type=int, default=DEFAULT_AGENT_PORT, show_default=True, help="Agent port on 127.0.0.1.")
+@click.option("--sample", is_flag=True, help="Also start a sample web service (port 31080).")
+@_agent_options
+@_log_option
+def up(data_dir: Path | None, port: int, agent_port: int, sample: bool, backend: str | None, resources_text: str,
+       attributes_text: str, hostname: str | None, default_user: str | None, allow_root_tasks: bool,
+       log_level: str) -> None:
+    """A one-machine cluster: master and agent in this process, on 127.0.0.1."""
+    from dcosd.agent import fingerprint
+    from dcosd.agent.service import Agent, AgentConfig
+    from dcosd.master.service import Master, MasterConfig
+
+    _setup_logging(log_level)
+    base = data_dir or default_data_dir()
+    mcfg = MasterConfig(data_dir=base / "master", host="127.0.0.1", port=port, auth=False)
+
+    async def main(stop: asyncio.Event) -> None:
+        m = Master(mcfg)
+        await m.start()
+        acfg = AgentConfig(master=m.advertise_url, work_dir=base / "agent", secret=m.cluster_secret,
+                           host="127.0.0.1", port=agent_port, backend=backend,
+                           resources=fingerprint.parse_resources(resources_text),
+                           attributes=fingerprint.parse_attributes(attributes_text), hostname=hostname,
+                           default_user=default_user, allow_root_tasks=allow_root_tasks)
+        a = Agent(acfg)
+        try:
+            await a.start()
+            await asyncio.wait_for(a.registered.wait(), 30)
+            url = m.advertise_url
+            lines = [
+                f"dcosd is up: {url}  (data in {base})",
+                f"  executor backend: {a.backend.name} ({a.backend_note})",
+                "  auth is OFF: the API listens on 127.0.0.1 only",
+                "Try:",
+                "  dcosd cluster status",
+                "  dcosd run --wait -- echo hello",
+                "  dcosd task list",
+                "  dcosd task logs -f <task-id>",
+                "Stop with Ctrl-C (tasks keep running and are re-adopted at the next `dcosd up`).",
+            ]
+            if sample:
+                started = await _start_sample(m)
+                lines.insert(3, f"  sample service: {started} — curl http://127.0.0.1:31080/")
+            print("\n".join(lines), flush=True)
+            await stop.wait()
+        finally:
+            await a.stop()
+            await m.stop()
+
+    _serve(main)
+
+
+async def _start_sample(m: Any) -> str:
+    """Submit the sample service unless one is already live."""
+    import time
+
+    from dcosd.master.state import views
+    from dcosd.model.task import TaskSpec
+
+    for t in views.tasks(m.store, active_only=True) + views.queued_tasks(m.store):
+        if t["spec"]["name"] == SAMPLE_SERVICE["name"]:
+            return f"task {t['id']} (already running)"
+    spec = TaskSpec.from_dict(SAMPLE_SERVICE, assign_id=True)
+    await m.store.propose({"type": "task_submit", "time": time.time(), "spec": spec.to_dict()})
+    m.placement_wanted()
+    return f"task {spec.task_id}"
+
+
+COMMANDS = [master, agent, up]
+
+
+@click.command(context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+def executor() -> None:
+    """(internal) Supervise one task; started by the agent, never by hand."""
+    raise click.UsageError("`dcosd executor` is started by the agent for each task")
+
+
+COMMANDS.append(executor)

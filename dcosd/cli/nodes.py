@@ -1,0 +1,89 @@
+"""`dcosd node list|show` and `dcosd cluster status`."""
+
+from __future__ import annotations
+
+import urllib.parse
+from typing import Any
+
+import click
+
+from dcosd.cli.output import emit_json, kv, short_state, table, when
+
+
+def _res(r: dict[str, Any]) -> str:
+    return f"cpus={r.get('cpus', 0):g} mem={r.get('mem', 0):g}"
+
+
+@click.group()
+def node() -> None:
+    """Inspect the agents (nodes) of the cluster."""
+
+
+@node.command("list")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def node_list(obj: Any, as_json: bool) -> None:
+    """List nodes with their state and used/total resources."""
+    nodes = obj.client.get("/dcosd/v1/nodes")["nodes"]
+    if as_json:
+        emit_json(nodes)
+        return
+    table(["ID", "HOSTNAME", "IP", "STATE", "BACKEND", "CPUS (USED/TOTAL)", "MEM (USED/TOTAL)"],
+          [[n["id"], n["hostname"], n["ip"], n["state"], n["backend"].get("backend", "?"),
+            f"{n['used'].get('cpus', 0):g}/{n['resources'].get('cpus', 0):g}",
+            f"{n['used'].get('mem', 0):g}/{n['resources'].get('mem', 0):g}"] for n in nodes])
+
+
+@node.command("show")
+@click.argument("node_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def node_show(obj: Any, node_id: str, as_json: bool) -> None:
+    """Show one node (by id or hostname): resources, attributes, backend, tasks."""
+    n = obj.client.get(f"/dcosd/v1/nodes/{urllib.parse.quote(node_id, safe='')}")
+    if as_json:
+        emit_json(n)
+        return
+    b = n["backend"]
+    kv([("id", n["id"]), ("hostname", n["hostname"]), ("ip", n["ip"]), ("address", n["address"]),
+        ("state", n["state"]), ("connected", n["connected"]),
+        ("backend", f"{b.get('backend', '?')} (cgroup {b.get('cgroup_version', '?')},"
+                    f" host layout {b.get('cgroup_layout', '?')})"),
+        ("total", _res(n["resources"])), ("used", _res(n["used"])), ("free", _res(n["free"])),
+        ("ports", ",".join(f"{a}-{z}" for a, z in n["resources"].get("ports", []))),
+        ("attributes", ";".join(f"{k}:{v}" for k, v in n["attributes"].items()) or "-"),
+        ("registered", when(n["registered_at"])), ("version", n.get("version"))])
+    if n["tasks"]:
+        click.echo("")
+        table(["TASK", "STATE", "CPUS", "MEM"],
+              [[t["id"], short_state(t["state"]), t["resources"].get("cpus"), t["resources"].get("mem")]
+               for t in n["tasks"]])
+
+
+@click.group()
+def cluster() -> None:
+    """The cluster as a whole."""
+
+
+@cluster.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@click.pass_obj
+def cluster_status(obj: Any, as_json: bool) -> None:
+    """Masters, leader, agents, tasks and resources at a glance."""
+    c = obj.client.get("/dcosd/v1/cluster")
+    if as_json:
+        emit_json(c)
+        return
+    total, used = c["resources"]["total"], c["resources"]["used"]
+    kv([("leader", c["leader"]), ("version", c["version"]),
+        ("auth", "on" if c["auth"] else "off (loopback only)"),
+        ("agents", f"{c['agents']['active']} active of {c['agents']['total']}"),
+        ("cpus", f"{used.get('cpus', 0):g} used of {total.get('cpus', 0):g}"),
+        ("mem", f"{used.get('mem', 0):g} MB used of {total.get('mem', 0):g} MB"),
+        ("tasks", ", ".join(f"{short_state(k).lower()} {v}" for k, v in sorted(c["tasks"].items()) if v) or "none")])
+    click.echo("")
+    table(["MASTER", "LEADER", "TERM", "COMMIT INDEX"],
+          [[m["url"], "yes" if m["leader"] else "no", m["term"], m["commit_index"]] for m in c["masters"]])
+
+
+COMMANDS = [node, cluster]

@@ -1,0 +1,78 @@
+"""Settings: defaults < config file < environment < flags.
+
+Daemon settings are click options (each with its help and a named default);
+the config file (``/etc/dcosd/dcosd.toml``, or ``$DCOSD_CONFIG``) feeds them
+through click's ``default_map`` and every option also reads ``DCOSD_<NAME>``
+from the environment, so the precedence holds for every setting at once.
+
+The CLI's own settings — which master, which token — come from flags,
+``DCOSD_MASTER``/``DCOSD_TOKEN``, then ``~/.config/dcosd/cli.toml``.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from dcosd.errors import ConfigError
+
+SYSTEM_CONFIG = Path("/etc/dcosd/dcosd.toml")
+DEFAULT_MASTER_PORT = 5050
+DEFAULT_AGENT_PORT = 5051
+DEFAULT_MASTER_URL = f"http://127.0.0.1:{DEFAULT_MASTER_PORT}"
+
+
+def default_data_dir() -> Path:
+    """/var/lib/dcosd as root, else the user's data directory."""
+    if os.geteuid() == 0:
+        return Path("/var/lib/dcosd")
+    base = os.environ.get("XDG_DATA_HOME") or os.path.expanduser("~/.local/share")
+    return Path(base) / "dcosd"
+
+
+def cli_config_path() -> Path:
+    base = os.environ.get("XDG_CONFIG_HOME") or os.path.expanduser("~/.config")
+    return Path(base) / "dcosd" / "cli.toml"
+
+
+def load_toml(path: Path) -> dict[str, Any]:
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        return {}
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"cannot read config file {path}: {exc}") from exc
+
+
+def daemon_default_map() -> dict[str, Any]:
+    """Sections [master], [agent], [up] of the config file, with keys as option names (dashes or underscores)."""
+    path = Path(os.environ.get("DCOSD_CONFIG", SYSTEM_CONFIG))
+    data = load_toml(path)
+    out: dict[str, Any] = {}
+    for section in ("master", "agent", "up"):
+        values = data.get(section, {})
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{section}] must be a table")
+        out[section] = {k.replace("-", "_"): v for k, v in values.items()}
+    return out
+
+
+def cli_master(flag: str | None) -> str:
+    url = flag or os.environ.get("DCOSD_MASTER") or load_toml(cli_config_path()).get("master") or DEFAULT_MASTER_URL
+    url = str(url).rstrip("/")
+    return url if "://" in url else "http://" + url
+
+
+def cli_token(flag: str | None) -> str | None:
+    token = flag or os.environ.get("DCOSD_TOKEN") or load_toml(cli_config_path()).get("token")
+    if token:
+        return str(token).strip()
+    # On a master machine, root may use the master's own operator token.
+    local = default_data_dir() / "master" / "operator.token"
+    try:
+        return local.read_text().strip() or None
+    except OSError:
+        return None

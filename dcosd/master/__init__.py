@@ -1,0 +1,1 @@
+"""The master: state, APIs, placement and the leader-only loops."""

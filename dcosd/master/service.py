@@ -1,0 +1,234 @@
+"""The master process: wiring of the state store, the HTTP APIs and the leader-only loops.
+
+Leader-only work (placement, agent liveness) starts in ``start()`` — with a
+single master this process is always the leader; the replicated log of a later
+issue will start and stop it on leadership changes through ``become_leader``
+and ``step_down``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import socket
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from aiohttp import web
+
+from dcosd.errors import ConfigError, NotLeader
+from dcosd.httputil import check_token, make_app
+from dcosd.master import auth
+from dcosd.master.agent_sessions import AgentSessions
+from dcosd.master.api import OperatorApi
+from dcosd.master.placement import AgentView, FirstFit, PendingTask, Placer
+from dcosd.master.state import views
+from dcosd.master.state.store import StateStore
+from dcosd.model.ids import new_uuid
+from dcosd.model.resources import Resources
+from dcosd.model.states import TaskState
+
+log = logging.getLogger(__name__)
+
+PLACEMENT_INTERVAL = 1.0
+
+
+@dataclass
+class MasterConfig:
+    data_dir: Path
+    host: str = "127.0.0.1"
+    port: int = 5050
+    # Operator calls need the operator token when True; agents always need the cluster secret.
+    auth: bool = True
+    agent_timeout: float = 20.0
+    unreachable_grace: float = 60.0
+    heartbeat_interval: float = 2.0
+    advertise: str | None = None
+
+
+def _task_commands(command: dict[str, Any], result: Any) -> bool:
+    return command["type"].startswith("task_") or command["type"].startswith("agent_")
+
+
+class Master:
+    def __init__(self, config: MasterConfig, placer: Placer | None = None) -> None:
+        self.config = config
+        self.placer = placer or FirstFit()
+        self.term = 1
+        self.leader_since = time.monotonic()
+        self.store: StateStore
+        self.http: aiohttp.ClientSession
+        self.agents = AgentSessions(self)
+        self.operator = OperatorApi(self)
+        self._runner: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task] = []
+        self._placement_event = asyncio.Event()
+        self._task_changed = asyncio.Condition()
+        self.cluster_secret = ""
+        self.operator_token: str | None = None
+        self.bound_port = config.port
+
+    # -- lifecycle -----------------------------------------------------------------
+    async def start(self) -> None:
+        data = self.config.data_dir
+        try:
+            data.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise ConfigError(f"cannot create data directory {data}: {exc}") from exc
+        self.cluster_secret = auth.load_or_create(data / auth.CLUSTER_SECRET_FILE)
+        token = auth.load_or_create(data / auth.OPERATOR_TOKEN_FILE)
+        self.operator_token = token if self.config.auth else None
+        self.store = StateStore(data / "state.db")
+        self.store.listeners.append(self._on_commit)
+        self.http = aiohttp.ClientSession()
+        app = make_app()
+        app.add_routes(self.operator.routes())
+        app.add_routes(self.agents.routes())
+        self.app = app
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self.stop()
+            raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from exc
+        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
+        if sockets:
+            self.bound_port = sockets[0].getsockname()[1]
+        self.become_leader()
+        log.info("master listening on %s", self.advertise_url)
+
+    def become_leader(self) -> None:
+        self.leader_since = time.monotonic()
+        self._tasks = [
+            asyncio.create_task(self._placement_loop(), name="placement"),
+            asyncio.create_task(self.agents.monitor(), name="agent-monitor"),
+        ]
+
+    async def step_down(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self.agents.sessions.clear()
+
+    async def stop(self) -> None:
+        await self.step_down()
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        if hasattr(self, "http"):
+            await self.http.close()
+        if hasattr(self, "store"):
+            self.store.close()
+
+    @property
+    def advertise_url(self) -> str:
+        if self.config.advertise:
+            return self.config.advertise.rstrip("/")
+        host = self.config.host
+        if host in ("0.0.0.0", "::", ""):
+            host = socket.gethostname()
+        return f"http://{host}:{self.bound_port}"
+
+    def describe(self) -> dict[str, Any]:
+        return {"url": self.advertise_url, "leader": True, "term": self.term,
+                "commit_index": (self.store.query_one("SELECT COALESCE(MAX(idx),0) FROM log") or (0,))[0]}
+
+    # -- checks used by handlers ---------------------------------------------------
+    def require_leader(self) -> None:
+        if not self._tasks:
+            raise NotLeader()
+
+    def require_agent_secret(self, request: web.Request) -> None:
+        check_token(request, self.cluster_secret, "cluster secret")
+
+    def require_operator(self, request: web.Request) -> None:
+        check_token(request, self.operator_token, "operator token")
+
+    # -- change notification -------------------------------------------------------
+    def _on_commit(self, command: dict[str, Any], result: Any) -> None:
+        if _task_commands(command, result):
+            asyncio.get_running_loop().create_task(self._notify_task_change())
+        kind = command["type"]
+        if kind in ("task_status", "agent_register", "task_submit", "task_kill", "agent_lost", "agent_unreachable"):
+            self.placement_wanted()
+
+    async def _notify_task_change(self) -> None:
+        async with self._task_changed:
+            self._task_changed.notify_all()
+
+    async def wait_task_change(self, timeout: float) -> None:
+        async with self._task_changed:
+            try:
+                await asyncio.wait_for(self._task_changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    def placement_wanted(self) -> None:
+        self._placement_event.set()
+
+    # -- placement -----------------------------------------------------------------
+    async def _placement_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._placement_event.wait(), PLACEMENT_INTERVAL)
+            except asyncio.TimeoutError:
+                pass
+            self._placement_event.clear()
+            try:
+                await self._place_once()
+            except Exception:
+                log.exception("placement cycle failed; retrying next cycle")
+
+    async def _place_once(self) -> None:
+        queued = views.queued_tasks(self.store)
+        if not queued:
+            return
+        alloc = views.allocated_by_agent(self.store)
+        agents = []
+        for a in views.agents(self.store):
+            if a["state"] != "ACTIVE" or a["id"] not in self.agents.sessions:
+                continue
+            total = Resources.from_dict(a["resources"])
+            agents.append(AgentView(a["id"], a["hostname"], total, total - alloc.get(a["id"], Resources())))
+        pending = [PendingTask(q["id"], Resources.from_dict(q["spec"]["resources"])) for q in queued]
+        result = self.placer.place(pending, agents)
+        now = time.time()
+        proposals = [
+            self.store.propose({"type": "task_place", "task_id": tid, "agent_id": aid, "resources": res.to_dict(),
+                                "time": now, "uuid": new_uuid()})
+            for tid, aid, res in result.placements
+        ]
+        outcomes = await asyncio.gather(*proposals, return_exceptions=True)
+        for (tid, aid, _), outcome in zip(result.placements, outcomes):
+            if isinstance(outcome, BaseException):
+                log.warning("placing %s on %s failed: %s", tid, aid, outcome)
+                continue
+            t = views.task(self.store, tid, history=False)
+            if t is not None and t["state"] == TaskState.STAGING.value:
+                self.agents.launch(t)
+        changed = {tid: why for tid, why in result.waiting.items()
+                   if next((q["pending_reason"] for q in queued if q["id"] == tid), None) != why}
+        if changed:
+            await self.store.propose({"type": "task_pending_reason", "reasons": changed})
+
+
+async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -> None:
+    master = Master(config)
+    await master.start()
+    if ready is not None:
+        ready.set()
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await master.stop()
+
+
+def dumps(data: Any) -> str:
+    return json.dumps(data, indent=2, sort_keys=True)

@@ -1,0 +1,1 @@
+"""The master's state machine: SQLite schema, migrations, and apply(command)."""
