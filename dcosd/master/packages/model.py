@@ -157,20 +157,23 @@ def normalise_config_schema(schema: Any) -> Any:
         return [normalise_config_schema(s) for s in schema]
     if not isinstance(schema, dict):
         return schema
-    out = {k: normalise_config_schema(v) for k, v in schema.items()}
-    props = out.get("properties")
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if key in ("properties", "patternProperties", "definitions") and isinstance(value, dict):
+            out[key] = {name: normalise_config_schema(sub) for name, sub in value.items()}
+        else:
+            out[key] = normalise_config_schema(value)
+    props = schema.get("properties")
     if isinstance(props, dict):
         required = list(out["required"]) if isinstance(out.get("required"), list) else []
         for name, sub in props.items():
             if isinstance(sub, dict) and isinstance(sub.get("required"), bool):
                 if sub["required"] and name not in required:
                     required.append(name)
-                props[name] = {k: v for k, v in sub.items() if k != "required"}
+                out["properties"][name] = {k: v for k, v in out["properties"][name].items() if k != "required"}
         if required:
             out["required"] = required
-        elif isinstance(out.get("required"), bool):
-            del out["required"]
-    elif isinstance(out.get("required"), bool):
+    if isinstance(out.get("required"), bool):
         del out["required"]
     return out
 

@@ -98,11 +98,10 @@ class _ZipSource:
             mode = info.external_attr >> 16
             if stat.S_ISLNK(mode):
                 raise RepositoryError(f"archive entry {info.filename!r} is a symbolic link", label)
-            if not info.is_dir():
-                self._infos[info.filename] = info
+            self._infos[info.filename] = info
 
     def files(self) -> Iterable[str]:
-        return self._infos.keys()
+        return self._infos.keys()  # directories too, with their trailing '/'
 
     def display(self, path: str) -> str:
         return f"{self.label}!{path}"
@@ -133,6 +132,7 @@ class _DirectorySource:
             base = self.root / prefix
             if not base.is_dir():
                 continue
+            yield prefix + "/"
             for letter in _subdirs(base):
                 for name in _subdirs(letter):
                     for rev in _subdirs(name):
