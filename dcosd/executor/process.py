@@ -14,8 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from dcosd.executor import sandbox as sb
 from dcosd.executor.base import ExitCallback, LaunchRequest
 from dcosd.executor.supervised import SupervisedBackend
@@ -40,6 +38,8 @@ class ProcessBackend(SupervisedBackend):
 
     def _usage(self, task_id: str, task_pid: int) -> dict[str, float]:
         """Sum over the task's process group as it is now (processes that ended are not counted)."""
+        import psutil  # only here: a developer's bare interpreter can run tasks without it
+
         cpu = 0.0
         rss = 0
         for proc in psutil.process_iter(["pid"]):

@@ -18,6 +18,7 @@ import dataclasses
 import json
 import logging
 import os
+import select
 import signal
 import sys
 import time
@@ -101,6 +102,10 @@ def open_if_same(pid: int | None, ticks: int | None) -> int | None:
     # Checked after opening: from here the pidfd pins the process, so the check cannot go stale.
     if sb.start_ticks(pid) != ticks:
         os.close(pidfd)
+        return None
+    if select.select([pidfd], [], [], 0)[0]:  # readable: it has exited and is a zombie
+        os.close(pidfd)
+        _reap(pid)
         return None
     return pidfd
 
