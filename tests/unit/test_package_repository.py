@@ -155,6 +155,16 @@ def test_json_repository():
     assert repo.get("web", "1.0").revision == 0
 
 
+def test_json_repository_without_release_versions_orders_by_version():
+    entries = [{"name": "web", "version": v, "description": "d"} for v in ("1.9.0", "1.10.0", "1.2.0")]
+    repo = load_bytes(json.dumps({"packages": entries}).encode(), "https://example.com/repo.json")
+    assert repo.versions("web") == ["1.10.0", "1.9.0", "1.2.0"]
+    assert repo.get("web").revision == 2
+    entries[0]["releaseVersion"] = 4
+    with pytest.raises(RepositoryError, match="some entries have a releaseVersion"):
+        load_bytes(json.dumps({"packages": entries}).encode(), "https://example.com/repo.json")
+
+
 def test_json_repository_errors():
     with pytest.raises(RepositoryError, match='"packages" list'):
         load_bytes(b'{"nope": []}', "https://example.com/repo.json")

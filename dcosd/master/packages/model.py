@@ -271,8 +271,9 @@ def package_from_json_entry(
     check_package_json(pkg, path)
     path = f"{where}: packages[{index}] ({pkg['name']} {pkg['version']})"
 
-    revision = entry.get("releaseVersion", 0)
-    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+    # -1: no releaseVersion; the repository numbers such entries by version order.
+    revision = entry.get("releaseVersion", -1)
+    if "releaseVersion" in entry and (not isinstance(revision, int) or isinstance(revision, bool) or revision < 0):
         raise RepositoryError("releaseVersion must be a non-negative integer", path)
 
     config = None

@@ -10,6 +10,7 @@ name wins, for describe and for search alike.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import os
 import stat
@@ -285,7 +286,14 @@ def _build_from_json(data: bytes, label: str, name: str, url: str, limits: Limit
     for i, entry in enumerate(doc["packages"]):
         pkg = package_from_json_entry(entry, index=i, where=label, repository=name, source=url)
         repo.packages.setdefault(pkg.name, []).append(pkg)
-    for revs in repo.packages.values():
+    for pkg_name, revs in repo.packages.items():
+        unnumbered = [p for p in revs if p.revision < 0]
+        if unnumbered and len(unnumbered) != len(revs):
+            raise RepositoryError(f"package {pkg_name}: some entries have a releaseVersion and some do not", label)
+        if unnumbered:
+            # No release numbers at all: the version strings decide the order.
+            revs.sort(key=lambda p: version_key(p.version))
+            revs[:] = [dataclasses.replace(p, revision=i) for i, p in enumerate(revs)]
         revs.sort(key=lambda p: (p.revision, version_key(p.version)))
         _check_unique_revisions(revs, label)
     return repo
