@@ -138,13 +138,13 @@ def _apply(alloc: "Allocator", framework_id: str, offers: list[Offer], operation
         if isinstance(op, Launch):
             if isinstance(op.resources, RoleResources):
                 want = op.resources.to_pools()
-                if not pools_contain(pools, want):
-                    raise _Refused(AcceptError.OVER_COMMITTED,
-                                   f"task {op.task_id or '(unnamed)'} needs {op.resources!r}, not all offered")
                 for r in want:
                     if r not in (role, UNRESERVED):
                         raise _Refused(AcceptError.INVALID_OPERATION,
                                        f"resources reserved for {r} cannot be used by role {role}")
+                if not pools_contain(pools, want):
+                    raise _Refused(AcceptError.OVER_COMMITTED,
+                                   f"task {op.task_id or '(unnamed)'} needs {op.resources!r}, not all offered")
             elif isinstance(op.resources, Resources):
                 want = _draw(pools, role, Bag.of(op.resources))
             else:

@@ -252,7 +252,6 @@ class Allocator:
             pools_sub(pools, {UNRESERVED: bag})
             pools_add(pools, {role: bag})
         _add_to(self._reserved_total.setdefault(role, {}), bag.s)
-        self._roles.add(role, self._weights.get(role, 1.0))
 
     def unreserve(self, agent_id: str, role: str, resources: Resources) -> None:
         """Operator UNRESERVE_RESOURCES of available dynamically reserved resources."""
@@ -690,7 +689,7 @@ class Allocator:
             pieces = [r for p in [a.avail] + [h[2] for h in held] for b in p.values() for r in b.p]
             count = sum(hi - lo + 1 for lo, hi in pieces)
             assert count == sum(hi - lo + 1 for b in a.total.values() for lo, hi in b.p), f"{aid}: ports overlap"
-            assert (aid in self._free) == bool(a.avail) or not a.avail, f"{aid}: free set out of date"
+            assert not a.avail or aid in self._free, f"{aid}: has resources but is not in the free set"
             _add_to(total, pools_flat(a.total))
             for r, b in a.total.items():
                 if r != UNRESERVED:
@@ -698,7 +697,7 @@ class Allocator:
         assert total == self._total, "cluster total out of date"
         for role in self._roles.keys:
             assert self._roles.alloc[role] == role_alloc.get(role, {}), f"role {role} share books"
-            for fid in self._fw_sorters[role].keys:
+            for fid in self._fw_sorters[role].keys if role in self._fw_sorters else ():
                 assert self._fw_sorters[role].alloc[fid] == fw_alloc.get((fid, role), {}), f"{fid} in {role}"
         for role in set(unres_alloc) | set(self._unres_alloc):
             assert {k: v for k, v in self._unres_alloc.get(role, {}).items() if v} == unres_alloc.get(role, {})
