@@ -15,6 +15,7 @@ split at ``.``, each part made a label, empty parts dropped.
 
 from __future__ import annotations
 
+import functools
 import re
 
 MAX_LABEL = 63
@@ -33,7 +34,12 @@ for _c in range(128):
     else:
         _TABLE[_c] = None
 
-_VALID_LABEL = re.compile(r"^[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?$")
+_VALID_LABEL = re.compile(r"[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?")
+
+
+@functools.lru_cache(maxsize=65536)
+def _label_ok(part: str) -> bool:
+    return _VALID_LABEL.fullmatch(part) is not None
 
 
 def label(name: str, maxlen: int = MAX_LABEL) -> str:
@@ -62,9 +68,12 @@ def valid_name(name: str) -> bool:
     (the ``_`` is for SRV service labels), the whole name at most 253 characters.
     """
     body = name[:-1] if name.endswith(".") else name
-    if not body or len(body) > MAX_NAME:
+    if not 0 < len(body) <= MAX_NAME:
         return False
-    return all(_VALID_LABEL.match(part) for part in body.split("."))
+    for part in body.split("."):
+        if not _label_ok(part):
+            return False
+    return True
 
 
 def slave_id_tail(agent_id: str) -> str:

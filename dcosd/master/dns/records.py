@@ -34,12 +34,12 @@ on the wire (a label over 63 characters, a name over 253) are left out and count
 
 from __future__ import annotations
 
-import base64
+import functools
 import hashlib
 import ipaddress
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Any, Iterable, Mapping
+from typing import Any, Iterable, Mapping, NamedTuple
 
 from dcosd.master.dns.labels import MAX_LABEL, domain_frag, label, slave_id_tail, valid_name
 
@@ -133,16 +133,14 @@ class DnsConfig:
 
 
 # --------------------------------------------------------------------------- output
-@dataclass(frozen=True)
-class Srv:
+class Srv(NamedTuple):
     priority: int
     weight: int
     port: int
     target: str  # fully qualified, trailing dot
 
 
-@dataclass(frozen=True)
-class Soa:
+class Soa(NamedTuple):
     mname: str
     rname: str
     serial: int
@@ -152,8 +150,7 @@ class Soa:
     minimum: int
 
 
-@dataclass(frozen=True)
-class EnumRecord:
+class EnumRecord(NamedTuple):
     name: str
     host: str
     rtype: str
@@ -242,21 +239,32 @@ class RecordSet:
 # --------------------------------------------------------------------------- generation
 def hash_string(s: str) -> str:
     """Five z-base-32 characters of SHA-1: the per-task part of canonical names (mesos-dns)."""
-    digest = hashlib.sha1(s.encode("utf-8")).digest()
-    return base64.b32encode(digest)[:8].decode("ascii").translate(_ZBASE32)[:5]
+    top = int.from_bytes(hashlib.sha1(s.encode("utf-8")).digest()[:4], "big")  # the first 25 bits suffice
+    return "".join(_ZBASE32[(top >> shift) & 31] for shift in (27, 22, 17, 12, 7))
 
 
-_ZBASE32 = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", "ybndrfg8ejkmcpqxot1uwisza345h769")
+_ZBASE32 = "ybndrfg8ejkmcpqxot1uwisza345h769"
 
 
-def _ip_type(ip: str | None) -> str | None:
-    if not ip:
-        return None
+@functools.lru_cache(maxsize=65536)
+def _parse_ip(ip: str) -> tuple[str, str] | None:
+    """(record type, canonical text) of an IP literal; None for anything else."""
     try:
         addr = ipaddress.ip_address(ip)
     except ValueError:
         return None
-    return "A" if addr.version == 4 else "AAAA"
+    return ("A" if addr.version == 4 else "AAAA"), str(addr)
+
+
+def _ip_type(ip: str | None) -> str | None:
+    parsed = _parse_ip(ip) if ip else None
+    return parsed[0] if parsed else None
+
+
+def _ip(ip: str) -> str:
+    parsed = _parse_ip(ip)
+    assert parsed is not None
+    return parsed[1]
 
 
 def _fqdn(domain: str) -> str:
@@ -285,11 +293,10 @@ class _Builder:
         return True
 
     def add_ip(self, name: str, ip: str) -> tuple[bool, str]:
-        rtype = _ip_type(ip)
-        if rtype is None:
+        parsed = _parse_ip(ip) if ip else None
+        if parsed is None:
             return False, ""
-        canonical = str(ipaddress.ip_address(ip))
-        return self.add(name, rtype, canonical), rtype
+        return self.add(name, parsed[0], parsed[1]), parsed[0]
 
     def add_srv(self, name: str, target: str, port: int) -> bool:
         return self.add(name, "SRV", Srv(0, self.weight, int(port), target))
@@ -335,7 +342,7 @@ def build_records(snapshot: DnsSnapshot, config: DnsConfig = DnsConfig()) -> Rec
         if _ip_type(ag.ip) is None:
             continue
         b.add_srv("_slave._tcp" + tail, slave, ag.port)
-        agent_ips[ag.agent_id] = str(ipaddress.ip_address(ag.ip))
+        agent_ips[ag.agent_id] = _ip(ag.ip)
 
     _master_records(b, snapshot, tail)
 
@@ -374,7 +381,7 @@ def _master_records(b: _Builder, snapshot: DnsSnapshot, tail: str) -> None:
     leader = snapshot.leader
     leader_addr = None
     if leader is not None and _ip_type(leader.ip):
-        leader_addr = (str(ipaddress.ip_address(leader.ip)), leader.port)
+        leader_addr = (_ip(leader.ip), leader.port)
         b.add_ip("leader" + tail, leader.ip)
         b.add_ip(all_masters, leader.ip)
         b.add_srv("_leader._tcp" + tail, "leader" + tail, leader.port)
@@ -384,7 +391,7 @@ def _master_records(b: _Builder, snapshot: DnsSnapshot, tail: str) -> None:
     for m in snapshot.masters:
         if _ip_type(m.ip) is None:
             continue
-        addr = (str(ipaddress.ip_address(m.ip)), m.port)
+        addr = (_ip(m.ip), m.port)
         if addr != leader_addr:
             added, _ = b.add_ip(all_masters, m.ip)
             if not added:
@@ -440,7 +447,7 @@ class _TaskContext:
         self.suffix = f"-{hash_string(task.task_id)}-{slave_id_tail(task.agent_id)}"
         self.task_ip = agent_ip
         if _ip_type(task.ip):
-            self.task_ip = str(ipaddress.ip_address(task.ip or ""))
+            self.task_ip = _ip(task.ip or "")
 
     def _ip(self, name: str, ip: str) -> None:
         added, rtype = self.b.add_ip(name, ip)
