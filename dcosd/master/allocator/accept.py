@@ -66,6 +66,8 @@ def _draw(pools: Pools, role: str, want: Bag) -> Pools:
 
 
 def _role_of(op: Operation, work: dict[str, Pools]) -> str:
+    if not isinstance(op, (Launch, Reserve, Unreserve)):
+        raise _Refused(AcceptError.INVALID_OPERATION, f"unsupported operation {type(op).__name__}")
     if op.role is not None:
         if op.role not in work:
             raise _Refused(AcceptError.INVALID_OPERATION, f"no offer in this call is for role {op.role!r}")
