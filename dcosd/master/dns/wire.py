@@ -89,6 +89,8 @@ def _skip_name(data: bytes, pos: int) -> int:
 
 
 def parse_query(data: bytes) -> Query:
+    if type(data) is not bytes:
+        data = bytes(data)
     if len(data) < 12:
         raise WireError("shorter than a header")
     qid, flags, qd, an, ns, ar = _HEADER.unpack_from(data)
