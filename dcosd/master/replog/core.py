@@ -180,8 +180,11 @@ class RaftNode:
             if m.type == MsgType.APPEND:
                 self._handle_append(m)
             elif m.type == MsgType.HEARTBEAT:
-                if not self.rejoining:  # a rejoining node commits only through a verified AppendEntries
+                # A rejoining node trusts the commit only once the leader has reset its view of us.
+                if not self.rejoining or m.rejoin:
                     self.log.commit_to(m.commit)
+                    if self.rejoining:
+                        self._maybe_finish_rejoin()
                 self._send(Message(MsgType.HEARTBEAT_RESP, self.id, m.frm, self.term, seq=m.seq))
             else:
                 self._handle_snapshot(m)
@@ -391,6 +394,8 @@ class RaftNode:
                 self._release_reads()
             if pr.state == PrState.PROBE:
                 pr.probe_sent = False
+            elif pr.state == PrState.REPLICATE and pr.is_paused():
+                pr.become_probe()  # window full and it is alive: appends were lost, resync from match
             if pr.match < self.log.last_index():
                 self._dirty[m.frm] = True
             return
@@ -473,7 +478,7 @@ class RaftNode:
         committed = self.log.committed
         for p, pr in self.progress.items():
             self._send(Message(MsgType.HEARTBEAT, self.id, p, self.term, commit=min(pr.match, committed),
-                               seq=self.hb_seq))
+                               seq=self.hb_seq, rejoin=pr.rejoining))
 
     def _release_reads(self) -> None:
         if not self._pending_reads:
