@@ -30,6 +30,7 @@ from dcosd.executor import sandbox as sb
 from dcosd.executor.base import (
     ExecutorBackend,
     ExecutorError,
+    ExitCallback,
     LaunchFailed,
     LaunchRequest,
     RecoveredTask,
@@ -113,7 +114,7 @@ def open_if_same(pid: int | None, ticks: int | None) -> int | None:
 class SupervisedBackend(ExecutorBackend):
     """Base of the backends that run each task under ``dcosd executor run``."""
 
-    def __init__(self, work_dir: Path, on_exit: Any) -> None:
+    def __init__(self, work_dir: Path, on_exit: ExitCallback) -> None:
         super().__init__(work_dir, on_exit)
         self._tasks: dict[str, _Watched] = {}
         self._reported: set[str] = set()
@@ -155,10 +156,12 @@ class SupervisedBackend(ExecutorBackend):
             await asyncio.to_thread(sb.durable_write_json, paths.launch, record)
             pid = self._spawn_supervisor(paths, report_w)
             pidfd = os.pidfd_open(pid)
-        except OSError as exc:
+        except BaseException as exc:
             os.close(report_r)
             self._release(tid, None)
-            raise LaunchFailed(f"cannot start the supervisor of {tid}: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise LaunchFailed(f"cannot start the supervisor of {tid}: {exc}") from exc
+            raise
         finally:
             os.close(report_w)
         watched = _Watched(tid, paths, pid, pidfd, shell=spec.argv is None)

@@ -164,6 +164,11 @@ class Supervisor:
                 for s in (signal.SIGPIPE, signal.SIGXFSZ, signal.SIGHUP, signal.SIGTERM, signal.SIGINT):
                     signal.signal(s, signal.SIG_DFL)
                 if ids is not None:
+                    stage = f"give the sandbox to user {user}"
+                    # The task may write its sandbox (not the records in .executor/, which stay ours).
+                    for fd in (out, err):
+                        os.fchown(fd, ids[0], ids[1])
+                    os.chown(self.paths.sandbox, ids[0], ids[1])
                     stage = f"switch to user {user}"
                     os.setgroups(ids[2])
                     os.setgid(ids[1])

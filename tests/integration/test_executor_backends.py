@@ -193,10 +193,12 @@ async def test_non_executable_and_unknown_user_fail_the_launch(harness, tmp_path
 @pytest.mark.skipif(not IS_ROOT, reason="running a task as another user needs root")
 async def test_task_runs_as_the_requested_user(harness):
     backend = harness.new_backend()
-    sandbox = await harness.launch(backend, "as-nobody", cmd="id -u; exit 5", user="nobody")
+    sandbox = await harness.launch(backend, "as-nobody", cmd="id -u; touch mine; ls .executor; exit 5", user="nobody")
     ended = await harness.ended_one("as-nobody")
     assert ended.exit_code == 5
     assert (sandbox / "stdout").read_text().split() == ["65534"]
+    assert (sandbox / "mine").stat().st_uid == 65534  # the sandbox is the task's to write
+    assert "Permission denied" in (sandbox / "stderr").read_text()  # the supervisor's records are not
 
 
 async def test_kill_delivers_sigterm_that_a_task_may_handle(harness):
