@@ -146,6 +146,8 @@ def pools_add(dst: Pools, src: Pools) -> None:
     for role, bag in src.items():
         have = dst.get(role)
         if have is None:
+            if not bag.s and not bag.p:
+                continue
             dst[role] = bag.copy()
         else:
             have.add(bag)
@@ -153,6 +155,8 @@ def pools_add(dst: Pools, src: Pools) -> None:
 
 def pools_sub(dst: Pools, src: Pools) -> None:
     for role, bag in src.items():
+        if not bag.s and not bag.p:
+            continue
         have = dst[role]
         have.sub(bag)
         if have.empty():
