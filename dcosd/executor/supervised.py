@@ -118,6 +118,7 @@ class SupervisedBackend(ExecutorBackend):
         super().__init__(work_dir, on_exit)
         self._tasks: dict[str, _Watched] = {}
         self._reported: set[str] = set()
+        self._starting: set[str] = set()
 
     # -- hooks for the concrete backends ------------------------------------------------
     def _prepare(self, request: LaunchRequest) -> dict[str, Any]:
@@ -132,20 +133,31 @@ class SupervisedBackend(ExecutorBackend):
 
     # -- launch -------------------------------------------------------------------------
     async def launch(self, request: LaunchRequest) -> None:
+        tid = request.spec.task_id
+        if tid in self._tasks or tid in self._starting:
+            raise LaunchFailed(f"task {tid} is already running")
+        self._starting.add(tid)  # held across the awaits below, so a second launch of tid is refused
+        try:
+            await self._launch(request)
+        finally:
+            self._starting.discard(tid)
+
+    async def _launch(self, request: LaunchRequest) -> None:
         spec = request.spec
         tid = spec.task_id
-        if tid in self._tasks:
-            raise LaunchFailed(f"task {tid} is already running")
         paths = sb.Paths(request.sandbox)
         sup = sb.read_json(paths.supervisor) or {}
         live = open_if_same(sup.get("pid"), sup.get("start_ticks"))
         if live is not None:
             os.close(live)
             raise LaunchFailed(f"task {tid} is already running in {paths.sandbox}")
-        self._link_sandbox(tid, paths.sandbox)
-        os.makedirs(paths.records, mode=0o700, exist_ok=True)
-        for stale in (paths.exit, paths.kill, paths.supervisor):
-            stale.unlink(missing_ok=True)
+        try:
+            self._link_sandbox(tid, paths.sandbox)
+            os.makedirs(paths.records, mode=0o700, exist_ok=True)
+            for stale in (paths.exit, paths.kill, paths.supervisor):
+                stale.unlink(missing_ok=True)
+        except OSError as exc:
+            raise LaunchFailed(f"cannot prepare the sandbox {paths.sandbox}: {exc}") from exc
         record: dict[str, Any] = {
             "backend": self.name, "task_id": tid, "argv": spec.command_line(), "shell": spec.argv is None,
             "env": dict(request.env), "user": request.user, "kill_grace_seconds": spec.kill_grace_seconds,

@@ -337,11 +337,27 @@ async def test_a_vanished_supervisor_is_reported_and_its_task_killed(harness):
 
 async def test_launching_a_running_task_again_is_refused(harness):
     backend = harness.new_backend()
-    await harness.launch(backend, "twice", cmd="sleep 300")
+    first, second = await asyncio.gather(harness.launch(backend, "twice", cmd="sleep 300"),
+                                         harness.launch(backend, "twice", cmd="sleep 300"), return_exceptions=True)
+    assert isinstance(second, LaunchFailed) and "already running" in str(second)
+    # launch() returned: the command's process exists.
+    task_pid = sb.read_json(sb.Paths(first).supervisor)["task_pid"]
+    assert _alive(task_pid)
     with pytest.raises(LaunchFailed, match="already running"):
         await harness.launch(backend, "twice", cmd="sleep 300")
     await backend.kill("twice", 0)
     assert (await harness.ended_one("twice")).state is TaskState.KILLED
+    assert len(harness.ended["twice"]) == 1
+
+
+async def test_kill_while_launching_takes_effect_once_started(harness):
+    backend = harness.new_backend()
+    launching = asyncio.create_task(harness.launch(backend, "early-kill", cmd="sleep 300"))
+    while "early-kill" not in await backend.list() and not launching.done():
+        await asyncio.sleep(0)
+    await backend.kill("early-kill", 0)
+    await launching
+    assert (await harness.ended_one("early-kill")).state is TaskState.KILLED
 
 
 # -- cgroups only -------------------------------------------------------------------------
