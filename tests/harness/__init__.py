@@ -1,0 +1,1 @@
+"""Test harness shared by the integration and system tiers: real dcosd processes on loopback."""
