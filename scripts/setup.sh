@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Install what dcosd needs on a Debian/Ubuntu machine (as root) into ./.venv.
+#   scripts/setup.sh          runtime dependencies
+#   scripts/setup.sh test     runtime + everything the test suite needs
+set -euo pipefail
+cd "$(dirname "$0")/.."
+want=${1:-run}
+
+apt_packages=(python3 python3-venv python3-dev gcc pkg-config libsystemd-dev)
+if [ "$want" = test ]; then
+  # systemd + dbus: the real systemd sandbox of tests/system; dnsutils: dig; iproute2: network namespaces;
+  # redis-server: a default catalogue package exercised by the package tests.
+  apt_packages+=(systemd dbus dnsutils iproute2 util-linux procps redis-server)
+fi
+missing=()
+for p in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
+
+[ -x .venv/bin/python ] || python3 -m venv .venv
+extras=systemd
+[ "$want" = test ] && extras=systemd,test
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
