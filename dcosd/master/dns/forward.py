@@ -132,7 +132,9 @@ class Forwarder:
                 except (TimeoutError, OSError, asyncio.IncompleteReadError, ValueError) as exc:
                     log.debug("DNS: upstream %s failed: %r", up, exc)
                     continue
-                return struct.pack("!H", q.id) + reply[2:]
+                # The client's id back; AA cleared: we relay, we are not the authority.
+                flags = struct.unpack_from("!H", reply, 2)[0] & ~wire.AA
+                return struct.pack("!HH", q.id, flags) + reply[4:]
             return wire.answer(q, wire.SERVFAIL, aa=False)
         finally:
             self.inflight -= 1
