@@ -683,6 +683,7 @@ class Allocator:
             for pools in [a.avail, a.total] + [h[2] for h in held]:
                 for b in pools.values():
                     assert all(v > 0 for v in b.s.values()), f"{aid}: non-positive amount {b}"
+                    assert ranges_norm(b.p) == b.p, f"{aid}: ports not normalised {b.p}"
             norm = {r: Bag(dict(b.s), ranges_norm(b.p)) for r, b in acc.items() if not b.empty()}
             assert norm == a.total, f"{aid}: available + offered + used {norm} != total {a.total}"
             # Ports are never handed out twice: the pieces must be disjoint.

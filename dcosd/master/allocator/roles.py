@@ -128,7 +128,9 @@ class Bag:
         return not o.p or ranges_contain(self.p, o.p)
 
     def to_resources(self) -> Resources:
-        return Resources.of(self.p, **{k: v / SCALE for k, v in self.s.items()})
+        # Amounts are exact thousandths, non-zero, and ports are kept normalised, so the
+        # validating constructor (Resources.of) would change nothing: build it directly.
+        return Resources({k: v / SCALE for k, v in self.s.items()}, self.p)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Bag) and self.s == other.s and self.p == other.p

@@ -23,7 +23,7 @@ Key = tuple[float, int, str]
 
 
 class Sorter:
-    __slots__ = ("total", "excluded", "alloc", "weight", "count", "keys", "_order", "_stale")
+    __slots__ = ("total", "excluded", "alloc", "weight", "count", "keys", "_order", "_stale", "_inv")
 
     def __init__(self, total: dict[str, int], excluded: frozenset[str] = frozenset()) -> None:
         # ``total`` is shared with the allocator and mutated in place; call ``invalidate``.
@@ -35,6 +35,11 @@ class Sorter:
         self.keys: dict[str, Key] = {}
         self._order: list[Key] = []
         self._stale = False
+        self._inv: dict[str, float] = {}  # 1/total per counted resource: a share is a multiply
+        self._refresh_inv()
+
+    def _refresh_inv(self) -> None:
+        self._inv = {k: 1.0 / t for k, t in self.total.items() if t > 0 and k not in self.excluded}
 
     # -- membership ---------------------------------------------------------------------
     def add(self, name: str, weight: float = 1.0) -> None:
@@ -66,18 +71,18 @@ class Sorter:
 
     def invalidate(self) -> None:
         """The cluster total changed: every share is stale."""
+        self._refresh_inv()
         self._stale = True
 
     # -- shares -------------------------------------------------------------------------
     def share(self, name: str) -> float:
         """Dominant share (unweighted) of ``name``."""
-        total = self.total
-        excluded = self.excluded
+        inv = self._inv
         best = 0.0
         for k, v in self.alloc[name].items():
-            t = total.get(k, 0)
-            if t > 0 and k not in excluded:
-                f = v / t
+            f = inv.get(k)
+            if f is not None:
+                f *= v
                 if f > best:
                     best = f
         return best
@@ -96,11 +101,29 @@ class Sorter:
         insort(order, new)
 
     def allocated(self, name: str, scalars: dict[str, int]) -> None:
+        # The hot path of a cycle: add, recompute the share and move the key, inline.
         a = self.alloc[name]
         for k, v in scalars.items():
             a[k] = a.get(k, 0) + v
-        self.count[name] += 1
-        self._reposition(name)
+        inv = self._inv
+        best = 0.0
+        for k, v in a.items():
+            f = inv.get(k)
+            if f is not None:
+                f *= v
+                if f > best:
+                    best = f
+        c = self.count[name] + 1
+        self.count[name] = c
+        new = (best / self.weight[name], c, name)
+        old = self.keys[name]
+        self.keys[name] = new
+        if self._stale:
+            return
+        order = self._order
+        i = bisect_left(order, old)
+        del order[i]
+        insort(order, new, lo=i)  # the key only grows: search from where it was
 
     def unallocated(self, name: str, scalars: dict[str, int]) -> None:
         a = self.alloc[name]

@@ -10,7 +10,7 @@ from typing import Mapping, Union
 from dcosd.model.resources import Resources
 from dcosd.model.states import Reason, TaskState
 
-from .roles import Pools, RoleResources, pools_flat, SCALE
+from .roles import SCALE, Pools, RoleResources, pools_flat, ranges_norm
 
 # Mesos defaults (src/master/constants.hpp and flags).
 DEFAULT_REFUSE_SECONDS = 5.0
@@ -87,7 +87,10 @@ class Offer:
         return {k: v / SCALE for k, v in pools_flat(self._pools).items()}
 
     def ports(self) -> tuple[tuple[int, int], ...]:
-        return self.resources.flatten().ports
+        if len(self._pools) == 1:
+            for bag in self._pools.values():
+                return bag.p
+        return ranges_norm(tuple(r for bag in self._pools.values() for r in bag.p))
 
     def __repr__(self) -> str:
         return (f"Offer({self.offer_id} {self.framework_id}@{self.agent_id} role={self.role} "
