@@ -386,12 +386,19 @@ async def test_cpu_quota_holds_a_busy_loop_to_half_a_core(cgroups_harness):
     h = cgroups_harness
     backend = h.new_backend()
     await h.launch(backend, "spin", resources={"cpus": 0.5, "mem": 32}, cmd="while :; do :; done")
-    first = await backend.stats("spin")
-    t0 = time.monotonic()
-    await asyncio.sleep(2)
-    second = await backend.stats("spin")
-    used = (second["cpu_seconds"] - first["cpu_seconds"]) / (time.monotonic() - t0)
-    assert 0.2 < used <= 0.65, f"the task used {used:.2f} cores"
+    # The quota is a ceiling, so every window must stay under it. Reaching the floor also needs a core
+    # free of other load: a window starved by other work on this machine is measured again, up to 3.
+    windows = []
+    for _ in range(3):
+        first = await backend.stats("spin")
+        t0 = time.monotonic()
+        await asyncio.sleep(2)
+        second = await backend.stats("spin")
+        windows.append((second["cpu_seconds"] - first["cpu_seconds"]) / (time.monotonic() - t0))
+        assert windows[-1] <= 0.65, f"the task used {windows[-1]:.2f} cores"
+        if windows[-1] > 0.2:
+            break
+    assert max(windows) > 0.2, f"the task never got 0.2 core: {windows}"
     assert second["mem_limit_bytes"] == 32 * 1024 * 1024
     await backend.kill("spin", 0)
     assert (await h.ended_one("spin")).state is TaskState.KILLED
