@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from dcosd.errors import ExecutorError
 from dcosd.executor import cgroupfs
 from dcosd.executor import sandbox as sb
 from dcosd.executor.base import ExecutorBackend, LaunchFailed, LaunchRequest, TaskEnded
@@ -345,6 +346,10 @@ async def test_launching_a_running_task_again_is_refused(harness):
     assert _alive(task_pid)
     with pytest.raises(LaunchFailed, match="already running"):
         await harness.launch(backend, "twice", cmd="sleep 300")
+    stats = await backend.stats("twice")
+    assert stats["mem_limit_bytes"] == 64 * 1024 * 1024 and stats["mem_bytes"] > 0 and stats["cpu_seconds"] >= 0
+    with pytest.raises(ExecutorError, match="not running"):
+        await backend.stats("never-launched")
     await backend.kill("twice", 0)
     assert (await harness.ended_one("twice")).state is TaskState.KILLED
     assert len(harness.ended["twice"]) == 1
