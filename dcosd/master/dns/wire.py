@@ -134,6 +134,17 @@ def parse_query(data: bytes) -> Query:
     return Query(qid, flags, qname, qname.lower(), qtype, qclass, question, edns, data)
 
 
+_OPT_RR = b"\x00" + _RR_FIXED.pack(OPT, EDNS_PAYLOAD, 0, 0)
+
+
+def answer_joined(q: Query, rcode: int, body: bytes, an: int, ns: int, ar: int) -> bytes:
+    """The untruncated answer from sections already joined (``answer`` when it may not fit)."""
+    flags = QR | AA | (q.flags & (RD | CD)) | RA | rcode
+    if q.edns is None:
+        return _HEADER.pack(q.id, flags, 1, an, ns, ar) + q.question + body
+    return _HEADER.pack(q.id, flags, 1, an, ns, ar + 1) + q.question + body + _OPT_RR
+
+
 def answer(
     q: Query,
     rcode: int,
@@ -152,7 +163,7 @@ def answer(
     flags = QR | (q.flags & (RD | CD)) | RA | rcode
     if aa:
         flags |= AA
-    opt = b"\x00" + _RR_FIXED.pack(OPT, EDNS_PAYLOAD, 0, 0) if q.edns is not None else b""
+    opt = _OPT_RR if q.edns is not None else b""
     size = 12 + len(q.question) + len(opt)
     size_an = sum(map(len, answers))
     size_ns = sum(map(len, authority))
