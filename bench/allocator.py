@@ -232,8 +232,11 @@ def main(argv: list[str] | None = None) -> int:
         old = previous["figures"].get(name) if previous else None
         if isinstance(old, (int, float)) and old:
             ratio = value / old
-            better = "better" if (ratio < 1) == (name in LOWER_IS_BETTER) and ratio != 1 else ""
-            print(f"{name:28} {value:12.2f} {old:12.2f} {ratio:7.2f}x {better}")
+            verdict = ""
+            if name in LOWER_IS_BETTER or name.endswith("_per_s"):
+                if abs(ratio - 1) >= 0.005:
+                    verdict = "better" if (ratio < 1) == (name in LOWER_IS_BETTER) else "worse"
+            print(f"{name:28} {value:12.2f} {old:12.2f} {ratio:7.2f}x {verdict}")
         else:
             print(f"{name:28} {value:12.2f} {'-':>12} {'-':>8}")
     goal_ok = figures["placements_per_s"] >= 10_000 and figures["full_cycle_p99_ms"] < 50
