@@ -219,12 +219,14 @@ class Agent:
                 self.updates.poke()
                 stream = asyncio.create_task(self._read_stream())
                 beat = asyncio.create_task(self._heartbeats())
-                done, pending = await asyncio.wait({stream, beat}, return_when=asyncio.FIRST_COMPLETED)
-                for t in pending:
-                    t.cancel()
-                await asyncio.gather(*pending, return_exceptions=True)
+                try:
+                    done, _ = await asyncio.wait({stream, beat}, return_when=asyncio.FIRST_COMPLETED)
+                finally:
+                    for t in (stream, beat):
+                        t.cancel()
+                    await asyncio.gather(stream, beat, return_exceptions=True)
                 for t in done:
-                    if t.exception() is not None:
+                    if not t.cancelled() and t.exception() is not None:
                         raise t.exception()  # type: ignore[misc]
             except asyncio.CancelledError:
                 raise

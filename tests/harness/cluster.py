@@ -21,6 +21,15 @@ from typing import Any, Callable
 DCOSD = [sys.executable, "-m", "dcosd"]
 
 
+def world_readable_tmp(prefix: str = "dcosd-test-") -> Path:
+    """A temporary directory every user can traverse: tasks run as nobody, and pytest's tmp_path is 0700."""
+    import tempfile
+
+    path = Path(tempfile.mkdtemp(prefix=prefix))
+    os.chmod(path, 0o755)
+    return path
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
