@@ -22,6 +22,7 @@ from typing import Iterable, Mapping
 from dcosd.model.resources import Resources
 
 from .accept import apply_accept
+from .audit import check_invariants
 from .roles import (
     UNRESERVED, Bag, Pools, RoleResources, pools_add, pools_contain, pools_copy, pools_flat,
     pools_sub, ranges_contain, ranges_norm, to_milli,
@@ -662,51 +663,7 @@ class Allocator:
 
     def check_invariants(self) -> None:
         """Raise AssertionError if the books do not balance (for tests and debugging)."""
-        total: dict[str, int] = {}
-        role_alloc: dict[str, dict[str, int]] = {}
-        fw_alloc: dict[tuple[str, str], dict[str, int]] = {}
-        unres_alloc: dict[str, dict[str, int]] = {}
-        reserved: dict[str, dict[str, int]] = {}
-        for aid, a in self._agents.items():
-            acc: Pools = pools_copy(a.avail)
-            held: list[tuple[str, str, Pools]] = [(o.framework_id, o.role, o._pools) for o in a.offers.values()]
-            held += [(fid, role, p) for (fid, role), p in a.used.items()]
-            for fid, role, p in held:
-                for r in p:
-                    assert r in (UNRESERVED, role), f"{aid}: {fid} holds {r} resources under role {role}"
-                pools_add(acc, p)
-                flat = pools_flat(p)
-                _add_to(role_alloc.setdefault(role, {}), flat)
-                _add_to(fw_alloc.setdefault((fid, role), {}), flat)
-                if UNRESERVED in p:
-                    _add_to(unres_alloc.setdefault(role, {}), p[UNRESERVED].s)
-            for pools in [a.avail, a.total] + [h[2] for h in held]:
-                for b in pools.values():
-                    assert all(v > 0 for v in b.s.values()), f"{aid}: non-positive amount {b}"
-                    assert ranges_norm(b.p) == b.p, f"{aid}: ports not normalised {b.p}"
-            norm = {r: Bag(dict(b.s), ranges_norm(b.p)) for r, b in acc.items() if not b.empty()}
-            assert norm == a.total, f"{aid}: available + offered + used {norm} != total {a.total}"
-            # Ports are never handed out twice: the pieces must be disjoint.
-            pieces = [r for p in [a.avail] + [h[2] for h in held] for b in p.values() for r in b.p]
-            count = sum(hi - lo + 1 for lo, hi in pieces)
-            assert count == sum(hi - lo + 1 for b in a.total.values() for lo, hi in b.p), f"{aid}: ports overlap"
-            assert not a.avail or aid in self._free, f"{aid}: has resources but is not in the free set"
-            _add_to(total, pools_flat(a.total))
-            for r, b in a.total.items():
-                if r != UNRESERVED:
-                    _add_to(reserved.setdefault(r, {}), b.s)
-        assert total == self._total, "cluster total out of date"
-        for role in self._roles.keys:
-            assert self._roles.alloc[role] == role_alloc.get(role, {}), f"role {role} share books"
-            for fid in self._fw_sorters[role].keys if role in self._fw_sorters else ():
-                assert self._fw_sorters[role].alloc[fid] == fw_alloc.get((fid, role), {}), f"{fid} in {role}"
-        for role in set(unres_alloc) | set(self._unres_alloc):
-            assert {k: v for k, v in self._unres_alloc.get(role, {}).items() if v} == unres_alloc.get(role, {})
-        for role in set(reserved) | set(self._reserved_total):
-            assert {k: v for k, v in self._reserved_total.get(role, {}).items() if v} == reserved.get(role, {})
-        for oid, o in self._offers.items():
-            assert self._agents[o.agent_id].offers.get(oid) is o
-            assert self._frameworks[o.framework_id].offers.get(oid) is o
+        check_invariants(self)
 
     # ============================================================== internals ==========
     def _agent(self, agent_id: str) -> _Agent:
