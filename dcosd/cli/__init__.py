@@ -39,15 +39,15 @@ class Context:
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=EXIT_CODES_HELP)
 @click.version_option(__version__, "--version", message="dcosd %(version)s")
-@click.option("--master", metavar="URL", help="Master to talk to (env DCOSD_MASTER; default http://127.0.0.1:5050).")
+@click.option("--master", "master_url", metavar="URL", help="Master to talk to (env DCOSD_MASTER; default http://127.0.0.1:5050).")
 @click.option("--token", metavar="TOKEN", help="Operator token when the cluster has auth on (env DCOSD_TOKEN).")
 @click.pass_context
-def cli(ctx: click.Context, master: str | None, token: str | None) -> None:
+def cli(ctx: click.Context, master_url: str | None, token: str | None) -> None:
     """dcosd — a data-center operating system in one binary.
 
     Run `dcosd up` for a one-machine cluster, then `dcosd run -- CMD` and `dcosd task list`.
     """
-    ctx.obj = Context(master, token)
+    ctx.obj = Context(master_url, token)
 
 
 def _register() -> None:
