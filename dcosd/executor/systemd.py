@@ -34,7 +34,6 @@ from dcosd.executor.base import (
     LaunchRequest,
     RecoveredTask,
     TaskEnded,
-    atomic_write,
 )
 from dcosd.errors import ExecutorError
 from dcosd.model.states import Reason, TaskState
@@ -53,9 +52,17 @@ SYSTEMD_PATH = b"/org/freedesktop/systemd1"
 MANAGER = b"org.freedesktop.systemd1.Manager"
 UNIT_IFACE = b"org.freedesktop.systemd1.Unit"
 SERVICE_IFACE = b"org.freedesktop.systemd1.Service"
-PROPS_IFACE = b"org.freedesktop.DBus.Properties"
 UNIT_PATH_PREFIX = b"/org/freedesktop/systemd1/unit/"
 UNIT_PATH_MATCH = path_encode(b"/org/freedesktop/systemd1/unit", su.UNIT_PREFIX.encode()) if DBus else b""
+DBUS = b"org.freedesktop.DBus"
+DBUS_PATH = b"/org/freedesktop/DBus"
+_SIG = "type='signal',sender='org.freedesktop.systemd1',"
+MATCH_RULES = [
+    (_SIG + "path='/org/freedesktop/systemd1',interface='org.freedesktop.systemd1.Manager',member='JobRemoved'").encode(),
+    (_SIG + "path='/org/freedesktop/systemd1',interface='org.freedesktop.systemd1.Manager',member='UnitRemoved'").encode(),
+    (_SIG + "interface='org.freedesktop.DBus.Properties',member='PropertiesChanged',"
+     "path_namespace='/org/freedesktop/systemd1/unit',arg0='org.freedesktop.systemd1.Unit'").encode(),
+]
 ALIVE_STATES = ("active", "activating", "deactivating", "reloading")
 ENDED_STATES = ("inactive", "failed")
 U64_MAX = (1 << 64) - 1
@@ -92,6 +99,15 @@ def _open_bus(address: str | None) -> Any:
     return bus
 
 
+def _write_record(path: Path, data: bytes) -> None:
+    """Write-then-rename without fsync: these records must survive an agent crash, which the page
+    cache does; a machine crash takes the transient units with it, so durability would buy nothing."""
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "wb") as f:
+        f.write(data)
+    os.replace(tmp, path)
+
+
 def _s(v: Any) -> Any:
     return v.decode() if isinstance(v, bytes) else v
 
@@ -123,9 +139,9 @@ class _Task:
     grace: float
     started: bool = False  # the start job completed: launch() returned (or recover() adopted it)
     maybe_ended: bool = False  # an end hint arrived before the start job completed
+    seen_alive: bool = False  # ActiveState was seen active/activating/deactivating
     ending: bool = False  # the end is being collected; no second on_exit
     killed: bool = False
-    props: dict[str, Any] = dataclasses.field(default_factory=dict)  # Service properties last seen
     start_job: asyncio.Future[str] | None = None
 
 
@@ -157,8 +173,6 @@ class SystemdBackend(ExecutorBackend):
         self._started: asyncio.Future[None] | None = None
         self._timers: set[asyncio.TimerHandle] = set()
         self._closed = False
-        self._dispatched = False
-        self._signal_callback: Callable[..., None] | None = None
 
     # -- plumbing -----------------------------------------------------------------------------
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
@@ -183,67 +197,66 @@ class SystemdBackend(ExecutorBackend):
         await asyncio.shield(self._started)
 
     def _open_buses(self) -> Any:
-        """Worker thread: open the call bus, and open + subscribe the watch bus for the loop."""
+        """Worker thread: open the call bus, and open + subscribe the watch bus for the loop.
+
+        The watch bus asks the bus daemon for exactly the signals it handles (AddMatch rules; the
+        PropertiesChanged rule keeps only the Unit interface, not the much larger Service one) and
+        takes them as the unhandled messages ``process()`` returns: no callbacks into Python from C.
+        """
         self._call_bus = _open_bus(self.bus_address)
         watch = _open_bus(self.bus_address)
-
-        def on_signal(msg: Any, error: Any = None, userdata: Any = None) -> None:
-            self._on_signal(msg)
-
-        # pystemd keeps only a borrowed pointer to the callback (and sets attributes on it, so it
-        # must be a function, not a bound method): the backend holds the reference.
-        self._signal_callback = on_signal
-        for iface, member in ((MANAGER, b"JobRemoved"), (MANAGER, b"UnitRemoved"),
-                              (PROPS_IFACE, b"PropertiesChanged")):
-            watch.match_signal(SYSTEMD, None, iface, member, on_signal)
+        for rule in MATCH_RULES:
+            watch.call_method(DBUS, DBUS_PATH, DBUS, b"AddMatch", apply_signature(b"s", [rule]))
         watch.call_method(SYSTEMD, SYSTEMD_PATH, MANAGER, b"Subscribe", [])
         return watch
 
     def _on_readable(self) -> None:
-        """Loop thread: dispatch what the watch bus has. sd-bus reads one message per process()."""
+        """Loop thread: take what the watch bus has, one message per process() (sd-bus reads one
+        message at a time from the socket, so the fd stays readable while more are pending)."""
         bus = self._watch_bus
         if bus is None:
             return
         for _ in range(512):
-            self._dispatched = False
             try:
                 msg = bus.process()
             except DBusError as exc:
                 log.error("systemd watch bus failed: %s", exc)
                 return
-            if not self._dispatched and msg.is_empty():
+            if msg.is_empty():  # nothing (more) to read; our signals all have a body
                 return
+            try:
+                self._on_signal(msg)
+            except Exception:
+                log.exception("error handling a systemd signal")
         # More is pending than one turn should handle: let the loop breathe, then continue.
         assert self._loop is not None
         self._loop.call_soon(self._on_readable)
 
     def _on_signal(self, msg: Any) -> None:
-        self._dispatched = True
-        try:
-            msg.process_reply(True)
-            member = msg.headers.get("Member")
-            body = msg.body
-            if member == b"JobRemoved":
-                _id, _job, unit, result = body
-                self._job_removed(_s(unit), _s(result))
-            elif member == b"UnitRemoved":
-                unit, _path = body
-                self._end_hint(_s(unit))
-            elif member == b"PropertiesChanged":
-                path = msg.headers.get("Path") or b""
-                if not path.startswith(UNIT_PATH_MATCH):
-                    return
-                iface, changed = body[0], body[1]
-                unit = _s(path_decode(path, b"/org/freedesktop/systemd1/unit"))
-                if iface == SERVICE_IFACE:
-                    task = self._by_unit.get(unit)
-                    if task is not None:
-                        task.props.update({_s(k): _s(v) for k, v in changed.items()
-                                           if k in (b"Result", b"ExecMainCode", b"ExecMainStatus")})
-                elif iface == UNIT_IFACE and _s(changed.get(b"ActiveState")) in ENDED_STATES:
-                    self._end_hint(unit)
-        except Exception:  # an exception here would vanish inside libsystemd: log it instead
-            log.exception("error handling a systemd signal")
+        msg.process_reply(True)
+        if msg.headers.get("Typename") != "signal":
+            return
+        member = msg.headers.get("Member")
+        body = msg.body
+        if member == b"JobRemoved":
+            _id, _job, unit, result = body
+            self._job_removed(_s(unit), _s(result))
+        elif member == b"UnitRemoved":
+            unit, _path = body
+            self._end_hint(_s(unit))
+        elif member == b"PropertiesChanged":
+            path = msg.headers.get("Path") or b""
+            if not path.startswith(UNIT_PATH_MATCH) or body[0] != UNIT_IFACE or b"ActiveState" not in body[1]:
+                return
+            unit = _s(path_decode(path, b"/org/freedesktop/systemd1/unit"))
+            state = _s(body[1][b"ActiveState"])
+            task = self._by_unit.get(unit)
+            if state in ALIVE_STATES:
+                if task is not None:
+                    task.seen_alive = True
+            # A new transient unit reports "inactive" once before it starts: not an end.
+            elif state == "failed" or task is None or task.seen_alive:
+                self._end_hint(unit)
 
     def _job_removed(self, unit: str, result: str) -> None:
         task = self._by_unit.get(unit)
@@ -311,11 +324,27 @@ class SystemdBackend(ExecutorBackend):
         state = self._unit_state(task.unit)
         if state in ALIVE_STATES:
             return None
-        if task.props:
-            return su.ended_from_properties(task.task_id, task.props, killed=killed)
+        if state is not None:  # ended, not collected yet: systemd still has the exit status
+            props = self._service_props(task.unit)
+            if props:
+                return su.ended_from_properties(task.task_id, props, killed=killed)
         return TaskEnded(task.task_id, TaskState.KILLED if killed else TaskState.FAILED, None, None,
                          None if killed else Reason.EXECUTOR_TERMINATED,
                          f"unit {task.unit} ended without an exit record")
+
+    def _write_state(self, name: str, data: bytes) -> None:
+        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        _write_record(self.state_dir / name, data)
+
+    def _service_props(self, unit: str) -> dict[str, Any]:
+        path = path_encode(b"/org/freedesktop/systemd1/unit", unit.encode())
+        get = self._call_bus.get_property
+        try:
+            return {"Result": _s(get(SYSTEMD, path, SERVICE_IFACE, b"Result", b"s")),
+                    "ExecMainCode": get(SYSTEMD, path, SERVICE_IFACE, b"ExecMainCode", b"i"),
+                    "ExecMainStatus": get(SYSTEMD, path, SERVICE_IFACE, b"ExecMainStatus", b"i")}
+        except DBusError:
+            return {}
 
     def _drop_records(self, unit: str) -> None:
         for suffix in (".json", ".killed"):
@@ -340,13 +369,15 @@ class SystemdBackend(ExecutorBackend):
             group = str(pw.pw_gid)
         sandbox = request.sandbox
         try:
-            os.unlink(sandbox / su.EXIT_RECORD)  # a stale record would read as an instant end
-        except FileNotFoundError:
-            pass
-        os.chown(sandbox, pw.pw_uid, pw.pw_gid)
-        self.state_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        atomic_write(self.state_dir / f"{task.unit}.json", json.dumps(
-            {"task_id": spec.task_id, "sandbox": str(sandbox), "grace": task.grace}).encode())
+            try:
+                os.unlink(sandbox / su.EXIT_RECORD)  # a stale record would read as an instant end
+            except FileNotFoundError:
+                pass
+            os.chown(sandbox, pw.pw_uid, pw.pw_gid)  # the task (and its recorder) write there
+            self._write_state(f"{task.unit}.json", json.dumps(
+                {"task_id": spec.task_id, "sandbox": str(sandbox), "grace": task.grace}).encode())
+        except OSError as exc:
+            raise LaunchFailed(f"cannot prepare the sandbox of task {spec.task_id}: {exc}") from exc
         config = su.UnitConfig(
             task_id=spec.task_id, argv=spec.command_line(), sandbox=sandbox, env=dict(request.env),
             user=pw.pw_name, group=group, cpus=spec.resources.get("cpus") or 0.1,
@@ -354,10 +385,16 @@ class SystemdBackend(ExecutorBackend):
             kill_grace_seconds=spec.kill_grace_seconds, slice_name=self.slice_name)
         return su.unit_properties(config)
 
-    def _start_unit(self, unit: str, props: list[su.Property]) -> None:
-        args = apply_signature(b"ss", [unit.encode(), b"fail"]) + _props_args(props)
+    def _prepare_and_start(self, request: LaunchRequest, task: _Task) -> None:
+        """Worker thread, one hop per launch: user, sandbox, launch record, StartTransientUnit."""
+        props = self._prepare(request, task)
+        args = apply_signature(b"ss", [task.unit.encode(), b"fail"]) + _props_args(props)
         args += [(ord("a"), b"(sa(sv))"), (-1, None)]
-        self._call_bus.call_method(SYSTEMD, SYSTEMD_PATH, MANAGER, b"StartTransientUnit", args)
+        try:
+            self._call_bus.call_method(SYSTEMD, SYSTEMD_PATH, MANAGER, b"StartTransientUnit", args)
+        except DBusError as exc:
+            self._drop_records(task.unit)
+            raise LaunchFailed(f"systemd refused unit {task.unit} for task {task.task_id}: {exc}") from exc
 
     def _manager(self, method: bytes, signature: bytes, values: list[Any]) -> Any:
         return self._call_bus.call_method(SYSTEMD, SYSTEMD_PATH, MANAGER, method,
@@ -386,12 +423,7 @@ class SystemdBackend(ExecutorBackend):
         self._tasks[spec.task_id] = task
         self._by_unit[unit] = task
         try:
-            props = await self._call(self._prepare, request, task)
-            try:
-                await self._call(self._start_unit, unit, props)
-            except DBusError as exc:
-                await self._call(self._drop_records, unit)
-                raise LaunchFailed(f"systemd refused unit {unit} for task {spec.task_id}: {exc}") from exc
+            await self._call(self._prepare_and_start, request, task)
             result = await task.start_job
             if result != "done":
                 failure = await self._call(self._launch_failure, task, result)
@@ -412,7 +444,7 @@ class SystemdBackend(ExecutorBackend):
         if task is None or task.killed:
             return
         task.killed = True
-        await self._call(atomic_write, self.state_dir / f"{task.unit}.killed", b"")
+        await self._call(self._write_state, f"{task.unit}.killed", b"")
         try:
             if abs(grace_seconds - task.grace) < 1e-3:
                 # The unit's TimeoutStopSec is this grace: systemd sends SIGTERM, SIGKILL after it.
@@ -460,7 +492,7 @@ class SystemdBackend(ExecutorBackend):
         return out
 
     async def list(self) -> list[str]:
-        return sorted(t.task_id for t in self._tasks.values() if t.started and not t.ending)
+        return sorted(t.task_id for t in self._tasks.values() if t.started)
 
     async def recover(self, known_task_ids: set[str]) -> dict[str, RecoveredTask]:
         await self._ensure_started()
@@ -518,8 +550,8 @@ class SystemdBackend(ExecutorBackend):
                 out[task_id] = (True, task, None)
                 continue
             out[task_id] = (False, None, ended)
-            if task_id not in known:
-                self._drop_records(unit)  # reported once here; the agent never knew it
+            # Reported here, once; the sandbox's exit record stays as the lasting trace.
+            self._drop_records(unit)
         return out
 
     async def close(self) -> None:

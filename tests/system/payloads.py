@@ -134,7 +134,7 @@ async def s_limits(work: Path, args: dict[str, Any]) -> None:
     await readline()  # the test has looked at the cgroup files
     await h.backend.kill("limits.1", 3.0)
     out: dict[str, Any] = {"limits": ended_dict(await h.wait("limits.1"))}
-    await h.launch("hog.1", cmd="dd if=/dev/zero of=/dev/null bs=256M count=1; echo survived", mem=64)
+    await h.launch("hog.1", cmd="echo hog; exec dd if=/dev/zero of=/dev/null bs=256M count=1", mem=64)
     out["hog"] = ended_dict(await h.wait("hog.1"))
     out["hog_stdout"] = h.stdout("hog.1")
     out["exits"] = h.exits

@@ -17,6 +17,9 @@ Usage::
     sb.start()                 # returns once `systemctl is-system-running` is running/degraded
     sb.run(["systemctl", "list-units"])
     sb.stop()                  # always safe to call, idempotent; also registered with atexit
+
+systemd's console log goes to a temporary directory, removed by stop() unless
+DCOSD_SANDBOX_KEEP_LOGS is set; a sandbox that fails to start puts its tail in the exception.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import atexit
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -101,6 +105,7 @@ def available() -> tuple[bool, str]:
 class SystemdSandbox:
     def __init__(self, name: str | None = None, log_dir: Path | None = None) -> None:
         self.name = name or f"dcosd-sbx-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self._own_log_dir = log_dir is None
         self.log_dir = Path(log_dir or tempfile.mkdtemp(prefix=f"{self.name}-"))
         self.log_path = self.log_dir / "systemd.log"
         self.mounts = cgroup_mounts()
@@ -216,6 +221,8 @@ class SystemdSandbox:
             if self._log is not None:
                 self._log.close()
             self._remove_cgroups()
+            if self._own_log_dir and not os.environ.get("DCOSD_SANDBOX_KEEP_LOGS"):
+                shutil.rmtree(self.log_dir, ignore_errors=True)
 
     def _remove_cgroups(self, timeout: float = 20.0) -> None:
         deadline = time.monotonic() + timeout
