@@ -82,7 +82,14 @@ class RaftNode:
         self._check_idle()
         self.election_elapsed += 1
         if self.role != Role.LEADER:
-            if not self.rejoining and self.election_elapsed >= self.randomized_timeout:
+            if self.rejoining:
+                self.heartbeat_elapsed += 1  # unused by followers: paces the term probes
+                if self.heartbeat_elapsed >= self.election_lo:
+                    self.heartbeat_elapsed = 0
+                    for p in self.others:
+                        if p not in self._terms_heard:
+                            self._send(Message(MsgType.TERM_PROBE, self.id, p, self.term))
+            elif self.election_elapsed >= self.randomized_timeout:
                 self._campaign(pre=self.pre_vote)
             return
         if self.election_elapsed >= self.election_lo:
@@ -149,6 +156,11 @@ class RaftNode:
         if self.rejoining:
             if m.term > self._terms_heard.get(m.frm, -1):
                 self._terms_heard[m.frm] = m.term
+            if m.type == MsgType.TERM_PROBE_RESP:
+                return
+        if m.type == MsgType.TERM_PROBE:
+            self._send(Message(MsgType.TERM_PROBE_RESP, self.id, m.frm, self.term))
+            return
         if m.term > self.term:
             if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
                 if self.check_quorum and self.leader is not None and self.election_elapsed < self.election_lo:
@@ -420,8 +432,8 @@ class RaftNode:
         if self._maybe_commit():
             for p in self.others:
                 self._dirty[p] = True
-        else:
-            self._dirty.setdefault(m.frm, False)
+        else:  # more to send, or at least tell it the commit index it has not seen
+            self._dirty[m.frm] = self._dirty.get(m.frm, False) or pr.sent_commit < self.log.committed
 
     def _maybe_commit(self) -> bool:
         matches = sorted([self.log.unstable - 1] + [pr.match for pr in self.progress.values()], reverse=True)
@@ -472,6 +484,7 @@ class RaftNode:
         self._send(Message(MsgType.APPEND, self.id, to, self.term, log_term=prev_term, index=prev,
                            entries=tuple(ents), commit=lg.committed, rejoin=pr.rejoining))
         pr.sent(ents[-1].index if ents else None)
+        pr.sent_commit = max(pr.sent_commit, lg.committed)
         return True
 
     def _bcast_heartbeat(self) -> None:

@@ -14,6 +14,8 @@ it field by field; fields a type does not use keep their defaults.
     HEARTBEAT       leader → follower    term, commit (min of follower match and leader commit), seq
     HEARTBEAT_RESP  follower → leader    term, seq (echoed: confirms leadership for read index)
     SNAPSHOT        leader → follower    term, snapshot (InstallSnapshot: metadata + opaque bytes)
+    TERM_PROBE      rejoining → peer     term (a replacement master asks every peer for its term)
+    TERM_PROBE_RESP peer → rejoining     term (the peer's current term; changes nothing anywhere)
 
 Every message may carry ``rejoin`` (DESIGN.md, "Replacing a dead master").
 """
@@ -34,6 +36,8 @@ class MsgType(enum.IntEnum):
     HEARTBEAT = 7
     HEARTBEAT_RESP = 8
     SNAPSHOT = 9
+    TERM_PROBE = 10
+    TERM_PROBE_RESP = 11
 
 
 class EntryKind(enum.IntEnum):

@@ -22,7 +22,7 @@ class PrState(enum.IntEnum):
 
 class Progress:
     __slots__ = ("match", "next", "state", "probe_sent", "inflight", "max_inflight", "pending_snapshot",
-                 "snapshot_wait", "recent_active", "rejoining")
+                 "snapshot_wait", "recent_active", "rejoining", "sent_commit")
 
     def __init__(self, next_index: int, max_inflight: int) -> None:
         self.match = 0
@@ -35,6 +35,7 @@ class Progress:
         self.snapshot_wait = 0
         self.recent_active = False  # heard from since the last check-quorum round
         self.rejoining = False  # its disk was wiped: match reset, see DESIGN.md
+        self.sent_commit = 0  # highest commit index sent in an AppendEntries
 
     def become_probe(self) -> None:
         if self.state == PrState.SNAPSHOT:

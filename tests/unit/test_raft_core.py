@@ -1,0 +1,311 @@
+"""Focused tests of the pure Raft core: each scenario built by hand, messages delivered by hand."""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+
+from dcosd.master.replog import (Entry, EntryKind, HardState, Message, MsgType, NotLeader, PersistedState,
+                                 RaftNode, Ready, ReadState, Role, Snapshot, SnapshotMeta)
+
+IDS = ("a", "b", "c")
+
+
+def node(nid: str, ids=IDS, *, term: int = 0, vote: str | None = None, log: list[int] = (), commit: int = 0,
+         snapshot: Snapshot = Snapshot(), **kw) -> RaftNode:
+    """A node whose stored log has entries with the given terms (index = position after the snapshot)."""
+    off = snapshot.meta.index
+    entries = tuple(Entry(t, off + 1 + k, b"x%d" % (off + 1 + k)) for k, t in enumerate(log))
+    st = PersistedState(HardState(term, vote, commit), snapshot, entries)
+    kw.setdefault("election_ticks", (10, 20))
+    return RaftNode(nid, ids, rng=random.Random(nid), state=st, **kw)
+
+
+def drain(n: RaftNode) -> list[Ready]:
+    out = []
+    while n.has_ready():
+        rd = n.ready()
+        out.append(rd)
+        n.advance(rd)
+    return out
+
+
+def msgs(n: RaftNode) -> list[Message]:
+    return [m for rd in drain(n) for m in rd.messages]
+
+
+class Net:
+    """Delivers everything, in order, unless a link is cut."""
+
+    def __init__(self, *nodes: RaftNode) -> None:
+        self.nodes = {n.id: n for n in nodes}
+        self.cut: set[str] = set()
+        self.applied: dict[str, list[Entry]] = {i: [] for i in self.nodes}
+        self.readies: dict[str, list[Ready]] = {}
+
+    def settle(self, extra: list[Message] = ()) -> None:
+        queue = list(extra)
+        for _ in range(10_000):
+            for n in self.nodes.values():
+                for rd in drain(n):
+                    queue.extend(rd.messages)
+                    self.applied[n.id].extend(rd.committed_entries)
+                    self.readies.setdefault(n.id, []).append(rd)
+                    if rd.snapshot_request:
+                        n.compact(rd.snapshot_request, b"image@%d" % rd.snapshot_request)
+            if not queue:
+                return
+            m = queue.pop(0)
+            if m.to in self.nodes and m.to not in self.cut and m.frm not in self.cut:
+                self.nodes[m.to].step(m)
+        raise AssertionError("network did not settle")
+
+    def tick(self, n: int = 1) -> None:
+        for _ in range(n):
+            for x in self.nodes.values():
+                if x.id not in self.cut:
+                    x.tick()
+            self.settle()
+
+    def elect(self, nid: str) -> RaftNode:
+        n = self.nodes[nid]
+        while n.role == Role.FOLLOWER:
+            n.tick()
+        self.settle()
+        assert n.role == Role.LEADER, n.status()
+        return n
+
+
+def test_election_then_noop_commits_everywhere():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    assert (a.term, b.leader, c.leader) == (1, "a", "a")
+    assert all(n.log.committed == 1 for n in (a, b, c))
+    assert [e.kind for e in net.applied["b"]] == [EntryKind.NOOP]
+    st = a.status()
+    assert st["role"] == "leader" and st["followers"]["b"]["lag"] == 0
+
+
+def test_vote_is_persisted_before_the_grant_leaves():
+    b = node("b")
+    b.step(Message(MsgType.VOTE, "a", "b", 1, log_term=0, index=0))
+    (rd,) = drain(b)
+    assert rd.hard_state == HardState(1, "a", 0)
+    assert [(m.type, m.reject) for m in rd.messages] == [(MsgType.VOTE_RESP, False)]
+
+
+def test_vote_rejected_for_stale_log_and_second_candidate_in_same_term():
+    b = node("b", term=2, log=[1, 2])
+    b.step(Message(MsgType.VOTE, "a", "b", 3, log_term=1, index=5))  # longer log, older last term
+    (m,) = msgs(b)
+    assert m.reject and b.vote is None and b.term == 3
+    b.step(Message(MsgType.VOTE, "c", "b", 3, log_term=2, index=2))
+    (m,) = msgs(b)
+    assert not m.reject and b.vote == "c"
+    b.step(Message(MsgType.VOTE, "a", "b", 3, log_term=2, index=9))
+    (m,) = msgs(b)
+    assert m.reject  # one vote per term
+
+
+def test_restart_keeps_term_and_vote():
+    b = node("b", term=3, vote="c", log=[1])
+    b.step(Message(MsgType.VOTE, "a", "b", 3, log_term=1, index=1))
+    assert msgs(b)[0].reject
+
+
+def test_conflicting_suffix_is_truncated_and_persisted_from_the_conflict():
+    b = node("b", term=2, log=[1, 1, 2, 2], commit=2)
+    ents = (Entry(3, 3, b"new3"), Entry(3, 4, b"new4"), Entry(3, 5, b"new5"))
+    b.step(Message(MsgType.APPEND, "a", "b", 3, log_term=1, index=2, entries=ents, commit=2))
+    (rd,) = drain(b)
+    assert [e.index for e in rd.entries] == [3, 4, 5] and rd.entries[0].data == b"new3"
+    assert [(m.type, m.index, m.reject) for m in rd.messages] == [(MsgType.APPEND_RESP, 5, False)]
+    assert [e.term for e in b.log.entries] == [1, 1, 3, 3, 3]
+
+
+def test_fast_backtracking_skips_a_whole_conflicting_term():
+    a = node("a", term=5, log=[1, 1, 1, 4, 4, 4, 4])
+    b = node("b", term=3, log=[1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 3, 3])
+    net = Net(a, b, node("c", term=3, log=[1, 1, 1]))
+    sent = []
+    orig = b.step
+    b.step = lambda m: (sent.append(m), orig(m))[1]  # count appends b receives
+    net.elect("a")
+    assert b.log.last_index() == a.log.last_index() and [e.term for e in b.log.entries][3:7] == [4] * 4
+    assert sum(1 for m in sent if m.type == MsgType.APPEND) <= 4  # not one round trip per entry
+
+
+def test_figure8_leader_does_not_commit_older_term_entries_by_counting():
+    # a was leader of term 2 and wrote index 2 only locally; now a wins term 4.
+    a = node("a", term=3, log=[1, 2], commit=1, pre_vote=False)
+    b = node("b", term=3, log=[1], commit=1)
+    c = node("c", term=3, log=[1], commit=1)
+    while a.role != Role.CANDIDATE:
+        a.tick()
+    for m in msgs(a):
+        if m.to == "b":
+            b.step(m)
+    for m in msgs(b):
+        a.step(m)
+    assert a.role == Role.LEADER and a.term == 4
+    drain(a)  # the no-op at index 3 is persisted
+    # b acknowledges index 2 (term 2) only: a quorum holds it, but it is not of the current term.
+    a.step(Message(MsgType.APPEND_RESP, "b", "a", 4, index=2))
+    drain(a)
+    assert a.log.committed == 1
+    a.step(Message(MsgType.APPEND_RESP, "b", "a", 4, index=3))
+    (rd, *_) = drain(a)
+    assert a.log.committed == 3 and [e.index for e in rd.committed_entries] == [2, 3]
+    assert c.log.committed == 1
+
+
+def test_read_index_needs_a_quorum_heartbeat_round():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    a.read_index("r1")
+    (rd,) = drain(a)
+    assert rd.read_states == []
+    hbs = [m for m in rd.messages if m.type == MsgType.HEARTBEAT]
+    assert len(hbs) == 2 and all(m.seq == 1 for m in hbs)
+    b.step(hbs[0])
+    (resp,) = msgs(b)
+    a.step(resp)
+    (rd,) = drain(a)
+    assert rd.read_states == [ReadState("r1", a.log.committed)]
+    with pytest.raises(NotLeader) as exc:
+        b.read_index("r2")
+    assert exc.value.leader == "a"
+
+
+def test_read_index_waits_for_the_leaders_first_commit():
+    a, b = node("a", pre_vote=False), node("b")
+    while a.role != Role.CANDIDATE:
+        a.tick()
+    for m in msgs(a):
+        if m.to == "b":
+            b.step(m)
+    for m in msgs(b):
+        a.step(m)
+    assert a.role == Role.LEADER and a.log.committed == 0
+    a.read_index("r1")  # our no-op is not committed: the read must wait
+    out = drain(a)
+    assert not any(rd.read_states for rd in out)
+    for _ in range(3):  # append no-op -> ack -> commit -> heartbeat round -> ack
+        for m in [m for rd in out for m in rd.messages if m.to == "b"]:
+            b.step(m)
+        for m in msgs(b):
+            a.step(m)
+        out = drain(a)
+        states = [rs for rd in out for rs in rd.read_states]
+        if states:
+            break
+    assert states == [ReadState("r1", 1)]
+
+
+def test_follower_too_far_behind_gets_a_snapshot():
+    a, b, c = (node(i, snapshot_threshold=5) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    net.cut = {"c"}
+    for k in range(12):
+        a.propose(b"cmd%d" % k)
+        net.settle()
+    assert a.log.offset >= 5 and c.log.last_index() == 1
+    net.cut = set()
+    seen = []
+    orig = c.step
+    c.step = lambda m: (seen.append(m.type), orig(m))[1]
+    net.readies["c"] = []
+    net.tick(10)
+    assert MsgType.SNAPSHOT in seen
+    snaps = [rd.snapshot for rd in net.readies["c"] if rd.snapshot]
+    assert snaps and snaps[0].data.startswith(b"image@")
+    assert c.log.last_index() == a.log.last_index() and c.log.committed == a.log.committed
+
+
+def test_snapshot_install_replaces_a_conflicting_log():
+    c = node("c", term=1, log=[1, 1, 1])
+    snap = Snapshot(SnapshotMeta(10, 2), b"img")
+    c.step(Message(MsgType.SNAPSHOT, "a", "c", 2, snapshot=snap))
+    (rd,) = drain(c)
+    assert rd.snapshot == snap and rd.entries == [] and rd.committed_entries == []
+    assert [(m.type, m.index) for m in rd.messages] == [(MsgType.APPEND_RESP, 10)]
+    assert (c.log.offset, c.log.committed, c.log.applied, c.log.last_index()) == (10, 10, 10, 10)
+
+
+def test_pre_vote_does_not_disturb_a_healthy_cluster():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    net.cut = {"c"}
+    for _ in range(60):  # c is partitioned; with pre-vote its term stays put
+        c.tick()
+        drain(c)
+        net.tick()
+    assert c.term == 1 and c.role == Role.PRE_CANDIDATE
+    net.cut = set()
+    net.tick(30)
+    assert a.role == Role.LEADER and a.term == 1 and c.leader == "a"
+
+
+def test_pre_vote_granted_only_to_up_to_date_logs_without_a_live_leader():
+    b = node("b", term=2, log=[1, 2])
+    b.step(Message(MsgType.PRE_VOTE, "c", "b", 3, log_term=2, index=2))
+    (m,) = msgs(b)
+    assert (m.type, m.term, m.reject) == (MsgType.PRE_VOTE_RESP, 3, False)
+    assert b.term == 2 and b.vote is None  # pre-votes change nothing durable
+    b.step(Message(MsgType.PRE_VOTE, "c", "b", 3, log_term=1, index=9))
+    assert msgs(b)[0].reject
+
+
+def test_check_quorum_leader_steps_down_when_cut_off():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    net.cut = {"b", "c"}
+    for _ in range(a.election_lo * 2 + 1):
+        a.tick()
+        drain(a)
+    assert a.role == Role.FOLLOWER and a.leader is None
+    with pytest.raises(NotLeader):
+        a.propose(b"x")
+
+
+def test_single_node_commits_after_its_own_persistence():
+    s = RaftNode("s", ["s"], rng=random.Random(1))
+    while s.role != Role.LEADER:
+        s.tick()
+    drain(s)
+    p = s.propose(b"hello")
+    rd = s.ready()
+    assert [e.data for e in rd.entries] == [b"hello"] and rd.committed_entries == []
+    s.advance(rd)
+    (rd,) = drain(s)
+    assert [(e.index, e.term, e.data) for e in rd.committed_entries] == [(p.index, p.term, b"hello")]
+
+
+def test_stepping_with_an_outstanding_ready_is_refused():
+    s = RaftNode("s", ["s"], rng=random.Random(1))
+    s.ready()
+    with pytest.raises(RuntimeError):
+        s.tick()
+
+
+def test_rejoining_node_never_votes_until_caught_up():
+    fresh = RaftNode("c", IDS, rng=random.Random(3), rejoin=True)
+    (rd,) = drain(fresh)
+    assert rd.hard_state.rejoining
+    fresh.step(Message(MsgType.VOTE, "a", "c", 5, log_term=0, index=0))
+    assert msgs(fresh)[0].reject and fresh.vote is None
+    a, b, c = node("a"), node("b"), RaftNode("c", IDS, rng=random.Random(3), rejoin=True)
+    net = Net(a, b, c)
+    net.elect("a")
+    a.propose(b"x")
+    net.settle()
+    net.tick(2 * c.election_lo)  # c probes b for its term, then the next append lets it finish
+    assert not c.rejoining and c.vote == "c" and c.log.committed == a.log.committed
+    with pytest.raises(ValueError):
+        node("c", term=1, log=[1], rejoin=True)
