@@ -67,7 +67,8 @@ class Master:
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
         self._placement_event = asyncio.Event()
-        self._task_changed = asyncio.Condition()
+        # Set (and replaced by a fresh one) whenever a committed command touched tasks or agents.
+        self._task_changed = asyncio.Event()
         self.cluster_secret = ""
         self.operator_token: str | None = None
         self.bound_port = config.port
@@ -154,21 +155,17 @@ class Master:
     # -- change notification -------------------------------------------------------
     def _on_commit(self, command: dict[str, Any], result: Any) -> None:
         if _task_commands(command, result):
-            asyncio.get_running_loop().create_task(self._notify_task_change())
-        kind = command["type"]
-        if kind in ("task_status", "agent_register", "task_submit", "task_kill", "agent_lost", "agent_unreachable"):
+            changed, self._task_changed = self._task_changed, asyncio.Event()
+            changed.set()
+        if command["type"] in ("task_status", "agent_register", "task_submit", "task_kill", "agent_lost",
+                               "agent_unreachable"):
             self.placement_wanted()
 
-    async def _notify_task_change(self) -> None:
-        async with self._task_changed:
-            self._task_changed.notify_all()
-
     async def wait_task_change(self, timeout: float) -> None:
-        async with self._task_changed:
-            try:
-                await asyncio.wait_for(self._task_changed.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+        try:
+            await asyncio.wait_for(self._task_changed.wait(), timeout)
+        except asyncio.TimeoutError:
+            pass
 
     def placement_wanted(self) -> None:
         self._placement_event.set()
