@@ -27,19 +27,24 @@ def _fix(v: float) -> float:
 Range = tuple[int, int]
 
 
-def _normalise_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
+def normalise_ranges(ranges: Iterable[Range]) -> tuple[Range, ...]:
+    """Sorted, merged, non-overlapping inclusive ranges."""
     out: list[list[int]] = []
     for lo, hi in sorted((int(a), int(b)) for a, b in ranges):
         if hi < lo:
             raise ResourceError(f"port range [{lo}-{hi}] ends before it starts")
         if out and lo <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], hi)
+            if hi > out[-1][1]:
+                out[-1][1] = hi
         else:
             out.append([lo, hi])
     return tuple((a, b) for a, b in out)
 
 
-def _subtract_ranges(have: tuple[Range, ...], take: tuple[Range, ...]) -> tuple[Range, ...]:
+def subtract_ranges(have: tuple[Range, ...], take: tuple[Range, ...]) -> tuple[Range, ...]:
+    """``have`` minus ``take``; normalised input gives normalised output."""
+    if not take:
+        return have
     result = list(have)
     for tlo, thi in take:
         nxt: list[Range] = []
@@ -52,12 +57,15 @@ def _subtract_ranges(have: tuple[Range, ...], take: tuple[Range, ...]) -> tuple[
             if thi < hi:
                 nxt.append((thi + 1, hi))
         result = nxt
-    return _normalise_ranges(result)
+    return tuple(result)
 
 
-def _ranges_contain(have: tuple[Range, ...], want: tuple[Range, ...]) -> bool:
+def ranges_contain(have: tuple[Range, ...], want: tuple[Range, ...]) -> bool:
     for wlo, whi in want:
-        if not any(lo <= wlo and whi <= hi for lo, hi in have):
+        for lo, hi in have:
+            if lo <= wlo and whi <= hi:
+                break
+        else:
             return False
     return True
 
@@ -78,7 +86,7 @@ class Resources:
     def of(cls, ports: Iterable[Range] = (), **scalars: float) -> "Resources":
         return cls(
             {k: _fix(v) for k, v in scalars.items() if _fix(v) != 0.0},
-            _normalise_ranges(ports),
+            normalise_ranges(ports),
         )
 
     @classmethod
@@ -137,13 +145,13 @@ class Resources:
         s = dict(self.scalars)
         for k, v in other.scalars.items():
             s[k] = max(0.0, _fix(s.get(k, 0.0) - v))
-        return Resources.of(_subtract_ranges(self.ports, other.ports), **s)
+        return Resources.of(subtract_ranges(self.ports, other.ports), **s)
 
     def contains(self, other: "Resources") -> bool:
         for k, v in other.scalars.items():
             if _fix(self.scalars.get(k, 0.0) - v) < 0:
                 return False
-        return _ranges_contain(self.ports, other.ports)
+        return ranges_contain(self.ports, other.ports)
 
     def shortfall(self, other: "Resources") -> list[str]:
         """Human-readable list of what ``other`` needs beyond ``self``."""
@@ -152,7 +160,7 @@ class Resources:
             have = self.scalars.get(k, 0.0)
             if _fix(have - v) < 0:
                 short.append(f"{k} {v:g} > {have:g}")
-        if not _ranges_contain(self.ports, other.ports):
+        if not ranges_contain(self.ports, other.ports):
             short.append("ports " + ",".join(f"{a}-{b}" for a, b in other.ports) + " not free")
         return short
 
@@ -171,7 +179,7 @@ class Resources:
             need -= n
         if need > 0:
             raise ResourceError(f"{count} ports wanted, {ranges_size(self.ports)} free")
-        return _normalise_ranges(picked)
+        return normalise_ranges(picked)
 
     def mesos_ports(self) -> str:
         """Ports in the flattened form of Mesos' /master/state: ``[31000-31001, 31005-31005]``."""

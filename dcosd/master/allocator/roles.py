@@ -17,6 +17,9 @@ from __future__ import annotations
 from typing import Iterable, Iterator, Mapping
 
 from dcosd.model.resources import Range, Resources
+from dcosd.model.resources import normalise_ranges as ranges_norm
+from dcosd.model.resources import ranges_contain
+from dcosd.model.resources import subtract_ranges as ranges_sub
 
 UNRESERVED = "*"
 
@@ -29,45 +32,6 @@ def to_milli(v: float) -> int:
 
 
 # -- port ranges (tuples of inclusive, sorted, non-overlapping ranges) -----------------
-
-
-def ranges_norm(ranges: Iterable[Range]) -> tuple[Range, ...]:
-    out: list[list[int]] = []
-    for lo, hi in sorted(ranges):
-        if out and lo <= out[-1][1] + 1:
-            if hi > out[-1][1]:
-                out[-1][1] = hi
-        else:
-            out.append([lo, hi])
-    return tuple((a, b) for a, b in out)
-
-
-def ranges_sub(have: tuple[Range, ...], take: tuple[Range, ...]) -> tuple[Range, ...]:
-    if not take:
-        return have
-    result = list(have)
-    for tlo, thi in take:
-        nxt: list[Range] = []
-        for lo, hi in result:
-            if thi < lo or tlo > hi:
-                nxt.append((lo, hi))
-                continue
-            if lo < tlo:
-                nxt.append((lo, tlo - 1))
-            if thi < hi:
-                nxt.append((thi + 1, hi))
-        result = nxt
-    return tuple(result)
-
-
-def ranges_contain(have: tuple[Range, ...], want: tuple[Range, ...]) -> bool:
-    for wlo, whi in want:
-        for lo, hi in have:
-            if lo <= wlo and whi <= hi:
-                break
-        else:
-            return False
-    return True
 
 
 def ranges_intersect(a: tuple[Range, ...], b: tuple[Range, ...]) -> tuple[Range, ...]:
