@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -46,6 +47,15 @@ def systemd_sandbox(request: pytest.FixtureRequest) -> Iterator[Any]:
         pytest.skip(why)
     sb = sandbox_mod.SystemdSandbox()
     request.addfinalizer(sb.stop)  # registered first: runs even if start() fails half-way
+    # SIGTERM (a CI timeout) would end the interpreter without finalizers or atexit: turn it into
+    # KeyboardInterrupt, which pytest answers by tearing the session down.
+    previous = signal.getsignal(signal.SIGTERM)
+    if previous is signal.SIG_DFL:
+        def on_sigterm(signum: int, frame: Any) -> None:
+            raise KeyboardInterrupt("SIGTERM")
+
+        signal.signal(signal.SIGTERM, on_sigterm)
+        request.addfinalizer(lambda: signal.signal(signal.SIGTERM, previous))
     sb.start()
     yield sb
 
