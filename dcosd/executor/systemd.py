@@ -22,7 +22,6 @@ import logging
 import os
 import pwd
 import signal
-import threading
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
