@@ -264,3 +264,7 @@ def apply_task_master_status(db: apsw.Connection, c: Command) -> list[str]:
                           source=Source.MASTER.value, reason=u.get("reason"), message=u.get("message", "")):
             changed.append(u["task_id"])
     return changed
+
+
+# Two-level scheduling registers its commands (frameworks, launches, roles) in this same table.
+from dcosd.master.state import frameworks as _frameworks  # noqa: E402,F401

@@ -67,6 +67,62 @@ MIGRATIONS: list[str] = [
         pending_reason TEXT NOT NULL DEFAULT ''
     );
     """,
+    # 2: two-level scheduling — frameworks, their unacknowledged status updates, executors, role
+    # weights and quotas, dynamic reservations; tasks remember the role and reservation-keyed
+    # resources they were allocated (to return them to the allocator when they end).
+    """
+    CREATE TABLE frameworks (
+        id TEXT PRIMARY KEY,
+        name TEXT NOT NULL,
+        user TEXT NOT NULL DEFAULT '',
+        roles TEXT NOT NULL,
+        info TEXT NOT NULL,
+        failover_timeout REAL NOT NULL DEFAULT 0,
+        active INTEGER NOT NULL DEFAULT 1,
+        registered_at REAL NOT NULL,
+        reregistered_at REAL,
+        disconnected_at REAL,
+        removed_at REAL
+    );
+    CREATE TABLE framework_updates (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        uuid TEXT NOT NULL UNIQUE,
+        framework_id TEXT NOT NULL,
+        task_id TEXT NOT NULL,
+        status TEXT
+    );
+    CREATE INDEX framework_updates_by_fw ON framework_updates(framework_id, seq);
+    CREATE TABLE executors (
+        framework_id TEXT NOT NULL,
+        executor_id TEXT NOT NULL,
+        agent_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        alloc TEXT NOT NULL,
+        info TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (framework_id, executor_id, agent_id)
+    );
+    CREATE TABLE role_weights (role TEXT PRIMARY KEY, weight REAL NOT NULL);
+    CREATE TABLE role_quotas (role TEXT PRIMARY KEY, limits TEXT NOT NULL);
+    CREATE TABLE reservations (
+        agent_id TEXT NOT NULL,
+        role TEXT NOT NULL,
+        resources TEXT NOT NULL,
+        PRIMARY KEY (agent_id, role)
+    );
+    ALTER TABLE tasks ADD COLUMN role TEXT;
+    ALTER TABLE tasks ADD COLUMN alloc TEXT;
+    ALTER TABLE tasks ADD COLUMN executor_id TEXT;
+    -- Every status of a task of an external framework after STAGING is queued for that framework
+    -- until it acknowledges it; in the same transaction as the status, so none is ever missed.
+    CREATE TRIGGER framework_status_update AFTER INSERT ON task_statuses
+    WHEN NEW.state != 'TASK_STAGING'
+    BEGIN
+        INSERT OR IGNORE INTO framework_updates (uuid, framework_id, task_id)
+        SELECT NEW.uuid, t.framework_id, NEW.task_id FROM tasks t JOIN frameworks f ON f.id = t.framework_id
+        WHERE t.id = NEW.task_id AND f.removed_at IS NULL;
+    END;
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
