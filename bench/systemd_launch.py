@@ -1,4 +1,4 @@
-"""Launch latency of SystemdBackend beside raw StartTransientUnit, in one run.
+"""Launch latency of SystemdBackend and of the whole dcosd path, beside raw StartTransientUnit, in one run.
 
     python bench/systemd_launch.py [--n 200]          # from the host, as root: starts a sandbox
     python bench/systemd_launch.py --inside [--n 200] # where PID 1 is systemd (or inside a sandbox)
@@ -7,7 +7,10 @@ Backend: submit → launch() returned (the agent would report TASK_RUNNING), for
 ``/bin/sleep 600`` with cpus/mem limits. Baseline: the same unit properties sent by hand through
 pystemd — StartTransientUnit, then block on the bus until JobRemoved for that unit — i.e. the floor
 any systemd backend pays. Printed: p50, p90, p99, max of each and the ratio backend/raw.
-Tasks of both runs are stopped at the end; the sandbox (when started here) is torn down.
+Whole path: `dcosd up` (master + agent, systemd backend) started in the same systemd; each task is
+submitted over the HTTP API, one at a time, and timed from the client's submit to the agent's
+TASK_RUNNING timestamp (same machine, same clock).
+Tasks of every run are stopped at the end; the sandbox (when started here) is torn down.
 """
 
 from __future__ import annotations
@@ -113,6 +116,53 @@ async def backend_run(n: int, work: Path) -> list[float]:
     return out
 
 
+def whole_path_run(n: int, work: Path) -> list[float]:
+    """submit → TASK_RUNNING through master, placement, agent and SystemdBackend, one task at a time."""
+    import subprocess
+    import urllib.request
+
+    sys.path.insert(0, str(REPO / "tests"))
+    from harness.cluster import free_port, wait_for
+
+    def api(url: str, method: str = "GET", body: Any = None) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(url, data=data, method=method, headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:
+            return json.loads(resp.read())
+
+    port, agent_port = free_port(), free_port()
+    log = open(work / "up.log", "ab")
+    up = subprocess.Popen([sys.executable, "-m", "dcosd", "up", "--data-dir", str(work), "--port", str(port),
+                           "--agent-port", str(agent_port), "--log-level", "warning"],
+                          stdout=log, stderr=subprocess.STDOUT, cwd=str(REPO))
+    base = f"http://127.0.0.1:{port}/dcosd/v1"
+    out: list[float] = []
+    ids: list[str] = []
+    try:
+        wait_for(lambda: api(f"{base}/nodes")["nodes"], 30, what="dcosd up")
+        for _ in range(n):
+            t0 = time.time()
+            tid = api(f"{base}/tasks", "POST", {"argv": ["/bin/sleep", "600"], "kill_grace_seconds": 1,
+                                                "resources": {"cpus": 0.01, "mem": 16}})["task_id"]
+            ids.append(tid)
+            t = wait_for(lambda: (x := api(f"{base}/tasks/{tid}"))["state"] != "TASK_STAGING" and x != {} and
+                         x["state"] != "QUEUED" and x, 30, interval=0.002, what=f"{tid} to run")
+            stamps = {st["state"]: st["timestamp"] for st in t["statuses"]}
+            if "TASK_RUNNING" not in stamps:
+                raise SystemExit(f"task {tid} did not run: {t['state']} {t.get('message')}")
+            out.append(stamps["TASK_RUNNING"] - t0)
+        for tid in ids:
+            api(f"{base}/tasks/{tid}/kill", "POST", {})
+        for tid in ids:
+            wait_for(lambda: api(f"{base}/tasks/{tid}?wait=10")["state"] in ("TASK_KILLED", "TASK_FAILED"), 60,
+                     what=f"{tid} killed")
+    finally:
+        up.terminate()
+        up.wait(30)
+        log.close()
+    return out
+
+
 def wait_no_units(timeout: float = 60.0) -> None:
     """Between runs: until every dcosd unit of the previous run is stopped and collected."""
     from pystemd.dbuslib import DBus, apply_signature
@@ -149,18 +199,24 @@ def inside(n: int) -> dict[str, Any]:
             else:
                 be += asyncio.run(backend_run(n // 2, part))
     wait_no_units()
+    whole_dir = work / "whole"
+    whole_dir.mkdir()
+    whole_dir.chmod(0o755)
+    whole = whole_path_run(n, whole_dir)
+    wait_no_units()
     import shutil
     shutil.rmtree(work, ignore_errors=True)
-    return {"n": n, "raw": summary(raw), "backend": summary(be)}
+    return {"n": n, "raw": summary(raw), "backend": summary(be), "whole": summary(whole)}
 
 
 def report(r: dict[str, Any]) -> None:
     print(f"systemd launch, {r['n']} tasks each (ms)        p50      p90      p99      max")
-    for k, label in (("raw", "raw StartTransientUnit+JobRemoved"), ("backend", "SystemdBackend.launch")):
+    for k, label in (("raw", "raw StartTransientUnit+JobRemoved"), ("backend", "SystemdBackend.launch"),
+                     ("whole", "dcosd submit → TASK_RUNNING")):
         s = r[k]
         print(f"  {label:<36} {s['p50']:7.1f}  {s['p90']:7.1f}  {s['p99']:7.1f}  {s['max']:7.1f}")
-    print(f"  ratio backend/raw                    {r['backend']['p50'] / r['raw']['p50']:7.2f}  "
-          f"        {r['backend']['p99'] / r['raw']['p99']:7.2f}")
+    for k, label in (("backend", "ratio backend/raw"), ("whole", "ratio whole path/raw")):
+        print(f"  {label:<36} {r[k]['p50'] / r['raw']['p50']:7.2f}           {r[k]['p99'] / r['raw']['p99']:7.2f}")
 
 
 def main() -> None:
