@@ -2,6 +2,7 @@
 
 The task supervisor (``dcosd executor``) is dispatched before anything else is
 imported: it starts once per task, so its start-up cost is launch latency.
+``dcosd --version`` is answered before click is imported, for the same reason.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ def main(argv: list[str] | None = None) -> None:
         from dcosd.executor.supervisor import main as supervisor_main
 
         sys.exit(supervisor_main(args[1:]))
+    if args == ["--version"]:  # cheap: no click, no command modules
+        from dcosd.version import version_text
+
+        print(version_text())
+        sys.exit(0)
     from dcosd.cli import run_cli
 
     run_cli(args)
