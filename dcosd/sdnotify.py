@@ -15,10 +15,15 @@ import socket
 
 log = logging.getLogger(__name__)
 
+# Taken out of the environment when this module is first imported (by the daemon commands, before
+# any task or supervisor is started), as sd_notify(unset_environment=1) does: children must not
+# inherit it, or with NotifyAccess=all a process left in the unit could speak for the daemon.
+_ADDRESS = os.environ.pop("NOTIFY_SOCKET", None)
+
 
 def notify(*lines: str) -> bool:
     """Send ``lines`` (e.g. "READY=1", "STATUS=serving") to systemd; True when a manager was told."""
-    address = os.environ.get("NOTIFY_SOCKET")
+    address = _ADDRESS
     if not address or not lines:
         return False
     if address.startswith("@"):

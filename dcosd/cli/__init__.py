@@ -13,7 +13,6 @@ import sys
 
 import click
 
-from dcosd import __version__
 from dcosd.errors import DcosdError
 
 EXIT_CODES_HELP = """Exit codes: 0 success, 1 error, 2 bad input, 3 not found, 4 conflict,
@@ -38,7 +37,8 @@ class Context:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100},
              epilog=EXIT_CODES_HELP)
-@click.version_option(__version__, "--version", message="dcosd %(version)s")
+@click.option("--version", is_flag=True, expose_value=False, is_eager=True, help="Show the version, commit and bundled libraries.",
+              callback=lambda ctx, _p, v: _print_version(ctx) if v and not ctx.resilient_parsing else None)
 @click.option("--master", "master_url", metavar="URL", help="Master to talk to (env DCOSD_MASTER; default http://127.0.0.1:5050).")
 @click.option("--token", metavar="TOKEN", help="Operator token when the cluster has auth on (env DCOSD_TOKEN).")
 @click.pass_context
@@ -50,10 +50,17 @@ def cli(ctx: click.Context, master_url: str | None, token: str | None) -> None:
     ctx.obj = Context(master_url, token)
 
 
-def _register() -> None:
-    from dcosd.cli import daemons, nodes, tasks
+def _print_version(ctx: click.Context) -> None:
+    from dcosd.version import version_text
 
-    for module in (daemons, tasks, nodes):
+    click.echo(version_text())
+    ctx.exit()
+
+
+def _register() -> None:
+    from dcosd.cli import daemons, install, nodes, tasks
+
+    for module in (daemons, tasks, nodes, install):
         for command in module.COMMANDS:
             cli.add_command(command)
 

@@ -12,6 +12,7 @@ from typing import Any, Awaitable, Callable
 
 import click
 
+from dcosd import sdnotify
 from dcosd.config import DEFAULT_AGENT_PORT, DEFAULT_MASTER_PORT, default_data_dir
 from dcosd.errors import ConfigError
 
@@ -19,8 +20,10 @@ log = logging.getLogger("dcosd")
 
 
 def _setup_logging(level: str) -> None:
+    # Under systemd stderr goes to journald (JOURNAL_STREAM is set), which stamps the time itself.
+    stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
     logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), stream=sys.stderr,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+                        format=stamp + "%(levelname)s %(name)s: %(message)s")
 
 
 def _split_listen(listen: str, default_port: int) -> tuple[str, int]:
@@ -81,9 +84,11 @@ def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool
         m = Master(cfg)
         await m.start()
         log.info("master ready at %s (data in %s; auth %s)", m.advertise_url, cfg.data_dir, "on" if auth else "off")
+        sdnotify.ready(f"serving at {m.advertise_url}")  # Type=notify units: started only now
         try:
             await stop.wait()
         finally:
+            sdnotify.stopping()
             await m.stop()
 
     _serve(main)
@@ -140,9 +145,11 @@ def agent(master_url: str, work_dir: Path | None, listen: str, secret: str | Non
         a = Agent(cfg)
         await a.start()
         log.info("agent serving on port %d, work dir %s", a.bound_port, cfg.work_dir)
+        sdnotify.ready(f"serving on port {a.bound_port}, backend {a.backend.name}; registering with {a.master_url}")
         try:
             await stop.wait()
         finally:
+            sdnotify.stopping()
             await a.stop()
 
     _serve(main)
