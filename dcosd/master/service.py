@@ -1,6 +1,6 @@
 """The master process: wiring of the state store, the HTTP APIs and the leader-only loops.
 
-Leader-only work (placement, agent liveness) starts in ``start()`` — with a
+Leader-only work (allocation and offers, agent liveness) starts in ``start()`` — with a
 single master this process is always the leader; the replicated log of a later
 issue will start and stop it on leadership changes through ``become_leader``
 and ``step_down``.
@@ -25,16 +25,13 @@ from dcosd.httputil import check_token, make_app
 from dcosd.master import auth
 from dcosd.master.agent_sessions import AgentSessions
 from dcosd.master.api import OperatorApi
-from dcosd.master.placement import AgentView, FirstFit, PendingTask, Placer
-from dcosd.master.state import views
+from dcosd.master.frameworks.builtin_tasks import BuiltinTasks
+from dcosd.master.frameworks.scheduling import Scheduling
+from dcosd.master.operator_api import MesosOperatorApi
+from dcosd.master.scheduler_api import SchedulerApi
 from dcosd.master.state.store import StateStore
-from dcosd.model.ids import new_uuid
-from dcosd.model.resources import Resources
-from dcosd.model.states import TaskState
 
 log = logging.getLogger(__name__)
-
-PLACEMENT_INTERVAL = 1.0
 
 
 @dataclass
@@ -48,6 +45,8 @@ class MasterConfig:
     unreachable_grace: float = 60.0
     heartbeat_interval: float = 2.0
     advertise: str | None = None
+    # Offers unanswered for this long are rescinded (None: never).
+    offer_timeout: float | None = 60.0
 
 
 def _task_commands(command: dict[str, Any], result: Any) -> bool:
@@ -55,18 +54,21 @@ def _task_commands(command: dict[str, Any], result: Any) -> bool:
 
 
 class Master:
-    def __init__(self, config: MasterConfig, placer: Placer | None = None) -> None:
+    def __init__(self, config: MasterConfig) -> None:
         self.config = config
-        self.placer = placer or FirstFit()
         self.term = 1
         self.leader_since = time.monotonic()
         self.store: StateStore
         self.http: aiohttp.ClientSession
         self.agents = AgentSessions(self)
         self.operator = OperatorApi(self)
+        # Two-level scheduling: the DRF allocator loop, the scheduler API, the built-in task framework.
+        self.scheduling = Scheduling(self)
+        self.scheduling.builtins.append(BuiltinTasks())
+        self.scheduler_api = SchedulerApi(self)
+        self.mesos_operator = MesosOperatorApi(self)
         self._runner: web.AppRunner | None = None
         self._tasks: list[asyncio.Task] = []
-        self._placement_event = asyncio.Event()
         # Set (and replaced by a fresh one) whenever a committed command touched tasks or agents.
         self._task_changed = asyncio.Event()
         self.cluster_secret = ""
@@ -89,6 +91,8 @@ class Master:
         app = make_app()
         app.add_routes(self.operator.routes())
         app.add_routes(self.agents.routes())
+        app.add_routes(self.scheduler_api.routes())
+        app.add_routes(self.mesos_operator.routes())
         self.app = app
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
@@ -107,7 +111,7 @@ class Master:
     def become_leader(self) -> None:
         self.leader_since = time.monotonic()
         self._tasks = [
-            asyncio.create_task(self._placement_loop(), name="placement"),
+            asyncio.create_task(self.scheduling.run(), name="scheduling"),
             asyncio.create_task(self.agents.monitor(), name="agent-monitor"),
         ]
 
@@ -168,52 +172,8 @@ class Master:
             pass
 
     def placement_wanted(self) -> None:
-        self._placement_event.set()
-
-    # -- placement -----------------------------------------------------------------
-    async def _placement_loop(self) -> None:
-        while True:
-            try:
-                await asyncio.wait_for(self._placement_event.wait(), PLACEMENT_INTERVAL)
-            except asyncio.TimeoutError:
-                pass
-            self._placement_event.clear()
-            try:
-                await self._place_once()
-            except Exception:
-                log.exception("placement cycle failed; retrying next cycle")
-
-    async def _place_once(self) -> None:
-        queued = views.queued_tasks(self.store)
-        if not queued:
-            return
-        alloc = views.allocated_by_agent(self.store)
-        agents = []
-        for a in views.agents(self.store):
-            if a["state"] != "ACTIVE" or a["id"] not in self.agents.sessions:
-                continue
-            total = Resources.from_dict(a["resources"])
-            agents.append(AgentView(a["id"], a["hostname"], total, total - alloc.get(a["id"], Resources())))
-        pending = [PendingTask(q["id"], Resources.from_dict(q["spec"]["resources"])) for q in queued]
-        result = self.placer.place(pending, agents)
-        now = time.time()
-        proposals = [
-            self.store.propose({"type": "task_place", "task_id": tid, "agent_id": aid, "resources": res.to_dict(),
-                                "time": now, "uuid": new_uuid()})
-            for tid, aid, res in result.placements
-        ]
-        outcomes = await asyncio.gather(*proposals, return_exceptions=True)
-        for (tid, aid, _), outcome in zip(result.placements, outcomes):
-            if isinstance(outcome, BaseException):
-                log.warning("placing %s on %s failed: %s", tid, aid, outcome)
-                continue
-            t = views.task(self.store, tid, history=False)
-            if t is not None and t["state"] == TaskState.STAGING.value:
-                self.agents.launch(t)
-        changed = {tid: why for tid, why in result.waiting.items()
-                   if next((q["pending_reason"] for q in queued if q["id"] == tid), None) != why}
-        if changed:
-            await self.store.propose({"type": "task_pending_reason", "reasons": changed})
+        """Something changed that may let queued work run: allocate promptly."""
+        self.scheduling.wake()
 
 
 async def run_master(config: MasterConfig, ready: asyncio.Event | None = None) -> None:

@@ -126,7 +126,7 @@ def apply_framework_updates_add(db: apsw.Connection, c: Command) -> int:
     n = 0
     for u in c["updates"]:
         db.execute("INSERT OR IGNORE INTO framework_updates (uuid, framework_id, task_id, status) VALUES (?,?,?,?)",
-                   (u["uuid"], c["framework_id"], u["task_id"], json.dumps(u)))
+                   (u["uuid"], c["framework_id"], u["task_id"], json.dumps(u["status"])))
         n += 1
     return n
 
