@@ -49,6 +49,8 @@ class SimConfig:
     p_crash_in_ready: float = 0.002  # per Ready handled
     p_power_loss: float = 0.5  # a crash loses the unsynced writes
     p_wipe: float = 0.0005  # per tick: wipe a disk (replacement master)
+    p_crash_leader: float = 0.0  # per tick: the leader dies and comes back soon (Figure 8 churn)
+    p_crash_after_commit: float = 0.0  # a leader dies right after sending a new commit index
     p_propose: float = 0.3  # per tick
     p_read: float = 0.05  # per tick
     snapshot_threshold: int = 20
@@ -69,6 +71,8 @@ class SimConfig:
             p_crash_in_ready=r.choice([0.0, 0.001, 0.005]),
             p_power_loss=r.choice([0.0, 0.5, 1.0]),
             p_wipe=r.choice([0.0, 0.0, 0.002]),
+            p_crash_leader=r.choice([0.0, 0.0, 0.02, 0.05]),
+            p_crash_after_commit=r.choice([0.0, 0.0, 0.1, 0.3]),
             p_propose=r.choice([0.1, 0.3, 0.8]),
             snapshot_threshold=r.choice([0, 8, 25]),
             max_append_entries=r.choice([1, 8, 64]),
@@ -196,6 +200,10 @@ class Sim:
         for sn in self.nodes.values():
             if sn.raft is not None and cfg.p_crash and r.random() < cfg.p_crash:
                 self._crash(sn, power_loss=r.random() < cfg.p_power_loss)
+        if cfg.p_crash_leader and r.random() < cfg.p_crash_leader:
+            for sn in self.nodes.values():
+                if sn.raft is not None and sn.raft.role == Role.LEADER:
+                    self._crash(sn, power_loss=r.random() < cfg.p_power_loss, down=r.randint(1, 15))
         if cfg.p_wipe and r.random() < cfg.p_wipe:
             self._maybe_wipe()
         if r.random() < cfg.p_propose:
@@ -223,13 +231,13 @@ class Sim:
                 self.blocked = {(x, y) for y in self.ids if y != x} | {(y, x) for y in self.ids if y != x}
         self.trace.append(f"t{self.now} partition {kind} {sorted(self.blocked)}")
 
-    def _crash(self, sn: SimNode, power_loss: bool, staged: tuple | None = None) -> None:
+    def _crash(self, sn: SimNode, power_loss: bool, staged: tuple | None = None, down: int = 0) -> None:
         if staged is not None and not power_loss:
             self._persist(sn, *staged)  # the process died but the OS kept the written pages
         sn.raft = None
         sn.sm_cmds = []
         sn.sm_index = 0
-        sn.down_until = self.now + self.rng.randint(1, 60)
+        sn.down_until = self.now + (down or self.rng.randint(1, 60))
         self.trace.append(f"t{self.now} crash {sn.id} power_loss={power_loss} staged={staged is not None}")
 
     def _maybe_wipe(self) -> None:
@@ -263,8 +271,15 @@ class Sim:
             return 0, ()
         return self.snapshots[snap.data]
 
+    def _pick_client_target(self) -> SimNode:
+        # clients mostly find a node that believes it leads (possibly a stale one), sometimes any node
+        leads = [sn for sn in self.nodes.values() if sn.raft is not None and sn.raft.role == Role.LEADER]
+        if leads and self.rng.random() < 0.9:
+            return self.rng.choice(leads)
+        return self.rng.choice(list(self.nodes.values()))
+
     def _client_propose(self, n: int) -> None:
-        sn = self.rng.choice(list(self.nodes.values()))
+        sn = self._pick_client_target()
         if sn.raft is None:
             return
         datas = []
@@ -280,7 +295,7 @@ class Sim:
         self._handle(sn)
 
     def _client_read(self) -> None:
-        sn = self.rng.choice(list(self.nodes.values()))
+        sn = self._pick_client_target()
         if sn.raft is None:
             return
         self.read_counter += 1
@@ -294,7 +309,7 @@ class Sim:
     def _heal(self) -> None:
         self.blocked = set()
         self.cfg.drop = self.cfg.dup = 0.0
-        self.cfg.p_crash_in_ready = 0.0
+        self.cfg.p_crash_in_ready = self.cfg.p_crash_leader = self.cfg.p_crash_after_commit = 0.0
         for sn in self.nodes.values():
             if sn.raft is None:
                 sn.down_until = self.now
@@ -355,6 +370,10 @@ class Sim:
                 return
             if not cfg.buggy_send_before_fsync:
                 self._send_all(sn, rd)
+            if (cfg.p_crash_after_commit and raft.role == Role.LEADER and rd.hard_state is not None
+                    and rd.committed_entries and r.random() < cfg.p_crash_after_commit):
+                self._crash(sn, power_loss=False, down=r.randint(1, 15))  # adversary: kill fresh commits
+                return
             self._apply(sn, rd)
             raft.advance(rd)
             if rd.snapshot_request is not None:

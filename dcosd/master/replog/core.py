@@ -204,11 +204,14 @@ class RaftNode:
     # -- outputs --------------------------------------------------------------------------------
 
     def has_ready(self) -> bool:
+        if self.msgs or self.read_states or self._dirty or self._read_bcast:
+            return True
         lg = self.log
-        return bool(self.msgs or self.read_states or self._dirty or self._read_bcast
-                    or lg.pending_snapshot is not None or lg.unstable <= lg.last_index()
-                    or lg.committed > lg.applied or self._hard_state() != self._prev_hs
-                    or self._soft_state() != self._prev_soft)
+        if lg.pending_snapshot is not None or lg.unstable <= lg.offset + len(lg.entries) or lg.committed > lg.applied:
+            return True
+        hs, ss = self._prev_hs, self._prev_soft  # field by field: this runs after every input
+        return (self.term != hs.term or self.vote != hs.vote or lg.committed != hs.commit
+                or self.rejoining != hs.rejoining or self.leader != ss.leader or self.role != ss.role)
 
     def ready(self) -> Ready:
         self._check_idle()
