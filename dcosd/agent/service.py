@@ -105,7 +105,7 @@ class Agent:
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {cfg.secret}"} if cfg.secret else {})
         app = make_app()
         app.add_routes(FilesApi(self).routes())
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
         try:
@@ -255,8 +255,8 @@ class Agent:
                 if not line:
                     raise DcosdError("work stream closed by the master")
                 msg = json.loads(line)
-                if msg["type"] == "replaced":
-                    raise DcosdError("work stream replaced by a newer registration")
+                if msg["type"] in ("replaced", "closing"):
+                    raise DcosdError(f"work stream ended by the master ({msg['type']})")
                 if not await self._observe_term(int(msg.get("term", 0))):
                     log.warning("ignoring %s from a deposed leader (term %s < %s)", msg["type"], msg.get("term"),
                                 self.term)

@@ -171,7 +171,7 @@ class AgentSessions:
                     msg = {"type": "ping", "term": self.master.term}
                 session.last_seen = time.monotonic()
                 await resp.write(json.dumps(msg).encode() + b"\n")
-                if msg["type"] == "replaced":
+                if msg["type"] in ("replaced", "closing"):
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
@@ -203,6 +203,12 @@ class AgentSessions:
         result = await self.master.store.propose(
             {"type": "task_status", "time": time.time(), "agent_id": agent_id, "updates": updates})
         return json_response({"acked": result["acked"]})
+
+    def close_all(self) -> None:
+        """End every work stream now (this master stops leading or stops): agents re-register elsewhere."""
+        for s in self.sessions.values():
+            s.send({"type": "closing"})
+        self.sessions.clear()
 
     # -- liveness ------------------------------------------------------------------
     async def monitor(self) -> None:

@@ -94,7 +94,8 @@ class Master:
         app.add_routes(self.scheduler_api.routes())
         app.add_routes(self.mesos_operator.routes())
         self.app = app
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        # Long-lived responses (work streams, log follows) must not hold a stopping master for a minute.
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
         try:
@@ -120,7 +121,7 @@ class Master:
             t.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks = []
-        self.agents.sessions.clear()
+        self.agents.close_all()
 
     async def stop(self) -> None:
         await self.step_down()
