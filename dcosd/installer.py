@@ -35,6 +35,7 @@ UNIT_DIR = Path("/etc/systemd/system")
 DATA_DIR = Path("/var/lib/dcosd")
 MASTER_SECRET = DATA_DIR / "master" / "cluster.secret"
 TASK_SLICE = "dcosd-tasks.slice"
+TOP_SLICE = "dcosd.slice"  # the tasks slice's parent, implied by its name
 ROLES = ("master", "agent")
 SYSTEMCTL = "systemctl"
 
@@ -117,8 +118,10 @@ def merged_config(path: Path, role: str, settings: dict[str, Any]) -> str:
             raise InstallError(f"cannot read {path}: {exc} (fix or remove it first)") from exc
     table = dict(data.get(role) or {})
     for k, v in settings.items():
-        table.pop(k.replace("_", "-"), None)
-        table[k.replace("-", "_")] = v
+        key, dashed = k.replace("-", "_"), k.replace("_", "-")
+        if dashed != key:
+            table.pop(dashed, None)  # the same setting spelled with dashes by hand
+        table[key] = v
     data[role] = table
     return render_config(data)
 
@@ -239,9 +242,9 @@ def uninstall(purge: bool, say: Callable[[str], None] = print) -> None:
             say(f"  disabled   {service}")
             run.changed.add("units")
     tasks = task_units(run)
-    if tasks or run.is_active(TASK_SLICE):
-        run.systemctl("stop", TASK_SLICE, check=False)
-        say(f"  stopped    {TASK_SLICE}  ({len(tasks)} task unit(s))")
+    if tasks or run.is_active(TOP_SLICE):
+        run.systemctl("stop", TOP_SLICE, check=False)  # and with it dcosd-tasks.slice and every task
+        say(f"  stopped    {TOP_SLICE}  ({len(tasks)} task unit(s))")
         run.changed.add("stopped")
     for role in ROLES:
         for name in role_units(role):
