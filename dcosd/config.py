@@ -57,10 +57,6 @@ def daemon_default_map() -> dict[str, Any]:
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: [{section}] must be a table")
         out[section] = {k.replace("-", "_"): v for k, v in values.items()}
-    # The agent's --master option is named master_url (so the [master] table cannot shadow the CLI's
-    # own --master); in the file it is spelled as the flag is: [agent] master = "http://…".
-    if "master" in out["agent"]:
-        out["agent"].setdefault("master_url", out["agent"].pop("master"))
     return out
 
 

@@ -65,12 +65,25 @@ def _register() -> None:
             cli.add_command(command)
 
 
+def _keys_by_flag(default_map: dict) -> dict:
+    """Config keys are spelled as the flags are (`master`, `resources`); click looks defaults up by
+    parameter name (`master_url`, `resources_text`)."""
+    for section, values in default_map.items():
+        command = cli.commands.get(section)
+        for p in command.params if command else ():
+            for opt in getattr(p, "opts", ()):
+                key = opt.lstrip("-").replace("-", "_")
+                if key != p.name and key in values:
+                    values.setdefault(p.name, values.pop(key))
+    return default_map
+
+
 def run_cli(args: list[str]) -> None:
     _register()
     try:
         from dcosd.config import daemon_default_map
 
-        default_map = daemon_default_map()
+        default_map = _keys_by_flag(daemon_default_map())
         rv = cli.main(args=args, prog_name="dcosd", standalone_mode=False, default_map=default_map)
     except click.exceptions.Exit as exc:
         sys.exit(exc.exit_code)

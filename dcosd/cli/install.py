@@ -13,7 +13,13 @@ SET_HELP = "Any other setting of the daemon as KEY=VALUE, e.g. --set log-level=d
 
 def _settings(command: click.Command, given: dict[str, Any], extra: tuple[str, ...]) -> dict[str, Any]:
     """Settings for the role's config table, checked against the daemon command's own options."""
-    params = {p.name: p for p in command.params if isinstance(p, click.Option) and p.name}
+    # A setting is written under its flag's name (`master`, `resources`: what the config file and the
+    # docs use) and found by that or by click's parameter name (`master_url`, `resources_text`).
+    params: dict[str, click.Option] = {}
+    for p in command.params:
+        if isinstance(p, click.Option) and p.name and p.name != "help":
+            for name in [p.name] + [o.lstrip("-").replace("-", "_") for o in p.opts if o.startswith("--")]:
+                params[name] = p
     out: dict[str, Any] = {}
     pairs = [(k, v) for k, v in given.items() if v is not None]
     for item in extra:
@@ -24,7 +30,7 @@ def _settings(command: click.Command, given: dict[str, Any], extra: tuple[str, .
     for key, value in pairs:
         p = params.get(key)
         if p is None:
-            known = ", ".join(sorted(k.replace("_", "-") for k in params if k != "help"))
+            known = ", ".join(sorted({_flag_key(p) for p in params.values()})).replace("_", "-")
             raise click.BadParameter(f"`dcosd {command.name}` has no setting {key!r} (known: {known})",
                                      param_hint="--set")
         if p.is_flag and isinstance(value, str):
@@ -33,8 +39,13 @@ def _settings(command: click.Command, given: dict[str, Any], extra: tuple[str, .
             value = value.lower() in ("true", "yes", "1", "on")
         elif p.multiple and isinstance(value, str):
             value = [v.strip() for v in value.split(",") if v.strip()]
-        out[key] = value
+        out[_flag_key(p)] = value
     return out
+
+
+def _flag_key(p: click.Option) -> str:
+    longs = [o for o in p.opts if o.startswith("--")]
+    return longs[0][2:].replace("-", "_") if longs else str(p.name)
 
 
 @click.group()
@@ -91,10 +102,8 @@ def install_agent(master_url: str, secret_file: Path | None, listen: str | None,
     secret_file = secret_file.resolve()
     if not secret_file.is_file():
         raise click.UsageError(f"--secret-file {secret_file} does not exist")
-    settings = _settings(agent, {"master_url": master_url, "secret_file": str(secret_file), "listen": listen,
+    settings = _settings(agent, {"master": master_url, "secret_file": str(secret_file), "listen": listen,
                                  "backend": backend}, extra)
-    # The table key is the option's name (`master`), not click's parameter name (`master_url`).
-    settings = {("master" if k == "master_url" else k): v for k, v in settings.items()}
     do_install("agent", settings, binary)
 
 
