@@ -123,6 +123,35 @@ MIGRATIONS: list[str] = [
         WHERE t.id = NEW.task_id AND f.removed_at IS NULL;
     END;
     """,
+    # 3: the replicated log (master/replog). raft_hard_state, raft_log and raft_snapshot belong to this
+    # master's Raft node and are never copied between masters; raft_applied is part of the replicated
+    # state: it advances in the same transaction that applies each committed entry.
+    """
+    CREATE TABLE raft_hard_state (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        term INTEGER NOT NULL,
+        vote TEXT,
+        commit_index INTEGER NOT NULL,
+        rejoining INTEGER NOT NULL DEFAULT 0
+    );
+    CREATE TABLE raft_log (
+        idx INTEGER PRIMARY KEY,
+        term INTEGER NOT NULL,
+        kind INTEGER NOT NULL DEFAULT 0,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE raft_snapshot (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        idx INTEGER NOT NULL,
+        term INTEGER NOT NULL,
+        data BLOB NOT NULL
+    );
+    CREATE TABLE raft_applied (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        idx INTEGER NOT NULL,
+        term INTEGER NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
