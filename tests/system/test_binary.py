@@ -11,42 +11,34 @@ sandbox shares the host's network).
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
-import tempfile
-import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any, Iterator
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 sandbox_mod = sys.modules["dcosd_tests_system_sandbox"]  # loaded by tests/system/conftest.py
+
+
+def _load(name: str, path: Path) -> Any:
+    if name not in sys.modules:
+        spec = importlib.util.spec_from_file_location(name, path)
+        assert spec is not None and spec.loader is not None
+        sys.modules[name] = mod = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(mod)
+    return sys.modules[name]
+
+
+_bm = _load("dcosd_tests_binary_machine", Path(__file__).with_name("binary_machine.py"))
+BIN, Machine, start_machine, stop_machine, wait_for = (_bm.BIN, _bm.Machine, _bm.start_machine, _bm.stop_machine,
+                                                       _bm.wait_for)
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
-
-BIN = "/usr/local/bin/dcosd"
-OVERLAID = ("/etc", "/usr/local", "/var/lib")
-
-
-def wait_for(cond: Callable[[], Any], timeout: float, what: str) -> Any:
-    deadline = time.monotonic() + timeout
-    while True:
-        value = cond()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(0.1)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def git_head() -> str:
@@ -74,59 +66,14 @@ def built_binary() -> Iterator[Path]:
     shutil.rmtree(copy_dir, ignore_errors=True)
 
 
-class Machine:
-    """The sandbox seen as one machine: run commands in it, the binary's CLI against its master."""
-
-    def __init__(self, sb: Any) -> None:
-        self.sb = sb
-        self.master_port = free_port()
-        self.agent_port = free_port()
-        self.master_url = f"http://127.0.0.1:{self.master_port}"
-
-    def run(self, argv: list[str], *, check: bool = True, timeout: float = 120,
-            wd: str | None = None) -> subprocess.CompletedProcess[str]:
-        r = self.sb.run(argv, timeout=timeout, wd=wd)
-        if check:
-            assert r.returncode == 0, f"{argv} exited {r.returncode}:\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
-        return r
-
-    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
-        return self.run([BIN, "--master", self.master_url, *args], check=check)
-
-    def show(self, unit: str, prop: str) -> str:
-        return self.run(["systemctl", "show", "-P", prop, unit]).stdout.strip()
-
-    def units(self, pattern: str = "dcosd*") -> list[str]:
-        out = self.run(["systemctl", "list-units", "--all", "--no-legend", "--plain", pattern]).stdout
-        return [line.split()[0] for line in out.splitlines() if line.strip()]
-
-    def task(self, task_id: str) -> dict[str, Any]:
-        return json.loads(self.cli("task", "show", task_id, "--json").stdout)
-
-    def journal(self, unit: str) -> str:
-        return self.run(["journalctl", "-u", unit, "--no-pager", "-q", "-o", "cat"]).stdout
-
-
 @pytest.fixture(scope="module")
-def machine(request: pytest.FixtureRequest, built_binary: Path) -> Iterator[Machine]:
+def machine(request: pytest.FixtureRequest) -> Iterator[Machine]:
     ok, why = sandbox_mod.available()
     if not ok:
         pytest.skip(why)
-    sb = sandbox_mod.SystemdSandbox()
-    layers = Path(tempfile.mkdtemp(prefix="dcosd-binary-layers-"))
-    request.addfinalizer(lambda: shutil.rmtree(layers, ignore_errors=True))
-    request.addfinalizer(sb.stop)  # runs first: unmounts everything with the namespace
-    sb.start()
-    for path in OVERLAID:
-        layer = layers / path.strip("/").replace("/", "_")
-        (layer / "upper").mkdir(parents=True)
-        (layer / "work").mkdir()
-        opts = f"lowerdir={path},upperdir={layer / 'upper'},workdir={layer / 'work'}"
-        r = sb.run(["mount", "-t", "overlay", "overlay", "-o", opts, path])
-        assert r.returncode == 0, f"overlay on {path}: {r.stderr}"
-    r = sb.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", "/tmp"])
-    assert r.returncode == 0, r.stderr
-    yield Machine(sb)
+    m = start_machine(sandbox_mod)
+    request.addfinalizer(lambda: stop_machine(m))
+    yield m
 
 
 # -- the build --------------------------------------------------------------------------------------
