@@ -58,9 +58,9 @@ def _print_version(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from dcosd.cli import daemons, install, nodes, tasks
+    from dcosd.cli import daemons, dns, install, nodes, tasks
 
-    for module in (daemons, tasks, nodes, install):
+    for module in (daemons, tasks, nodes, dns, install):
         for command in module.COMMANDS:
             cli.add_command(command)
 

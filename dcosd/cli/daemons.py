@@ -54,6 +54,32 @@ def _log_option(f: Callable) -> Callable:
                         type=click.Choice(["debug", "info", "warning", "error"]), help="Log verbosity.")(f)
 
 
+def _dns_options(f: Callable) -> Callable:
+    for opt in reversed([
+        click.option("--dns-listen", envvar="DCOSD_DNS_LISTEN", default="",
+                     help="HOST:PORT for Mesos-DNS over UDP and TCP (default: the API's host, port 53; 'off': none)."),
+        click.option("--dns-domain", envvar="DCOSD_DNS_DOMAIN", default="mesos", show_default=True,
+                     help="The DNS zone the masters answer for."),
+        click.option("--dns-ttl", envvar="DCOSD_DNS_TTL", type=click.IntRange(0, 86400), default=60,
+                     show_default=True, help="TTL of DNS answers, seconds."),
+        click.option("--dns-upstream", "dns_upstreams", envvar="DCOSD_DNS_UPSTREAM", multiple=True,
+                     help="Resolver for other zones, IP[:PORT] (repeatable; default: /etc/resolv.conf's)."),
+    ]):
+        f = opt(f)
+    return f
+
+
+def _dns_config(host: str, listen: str, domain: str, ttl: int, upstreams: tuple[str, ...]) -> Any:
+    from dcosd.master.discovery import DiscoveryConfig
+
+    if listen == "off":
+        dns_listen = None
+    else:
+        dns_listen = listen or f"{'0.0.0.0' if host in ('', '::') else host}:53"
+    return DiscoveryConfig(listen=dns_listen, domain=domain.strip(".").lower() or "mesos", ttl=ttl,
+                           upstreams=tuple(upstreams) or None)
+
+
 @click.command()
 @click.option("--data-dir", type=click.Path(path_type=Path), envvar="DCOSD_DATA_DIR",
               help="State directory (default /var/lib/dcosd/master as root).")
@@ -66,9 +92,11 @@ def _log_option(f: Callable) -> Callable:
               help="Seconds without a heartbeat before an agent is unreachable.")
 @click.option("--unreachable-grace", type=float, default=60.0, show_default=True,
               envvar="DCOSD_UNREACHABLE_GRACE", help="Seconds an agent may stay unreachable before its tasks are lost.")
+@_dns_options
 @_log_option
 def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool, agent_timeout: float,
-           unreachable_grace: float, log_level: str) -> None:
+           unreachable_grace: float, dns_listen: str, dns_domain: str, dns_ttl: int, dns_upstreams: tuple[str, ...],
+           log_level: str) -> None:
     """Run a master: state, placement and the APIs."""
     from dcosd.master.service import Master, MasterConfig
 
@@ -78,7 +106,8 @@ def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool
         raise ConfigError("--agent-timeout must be positive and --unreachable-grace not negative")
     cfg = MasterConfig(data_dir=data_dir or default_data_dir() / "master", host=host, port=port, auth=auth,
                        agent_timeout=agent_timeout, unreachable_grace=unreachable_grace, advertise=advertise,
-                       heartbeat_interval=min(2.0, agent_timeout / 4))
+                       heartbeat_interval=min(2.0, agent_timeout / 4),
+                       dns=_dns_config(host, dns_listen, dns_domain, dns_ttl, dns_upstreams))
 
     async def main(stop: asyncio.Event) -> None:
         m = Master(cfg)
@@ -169,10 +198,11 @@ SAMPLE_SERVICE = {
 @click.option("--agent-port", type=int, default=DEFAULT_AGENT_PORT, show_default=True, help="Agent port on 127.0.0.1.")
 @click.option("--sample", is_flag=True, help="Also start a sample web service (port 31080).")
 @_agent_options
+@_dns_options
 @_log_option
 def up(data_dir: Path | None, port: int, agent_port: int, sample: bool, backend: str | None, resources_text: str,
-       attributes_text: str, hostname: str | None, default_user: str | None, allow_root_tasks: bool,
-       log_level: str) -> None:
+       attributes_text: str, hostname: str | None, default_user: str | None, allow_root_tasks: bool, dns_listen: str,
+       dns_domain: str, dns_ttl: int, dns_upstreams: tuple[str, ...], log_level: str) -> None:
     """A one-machine cluster: master and agent in this process, on 127.0.0.1."""
     from dcosd.agent import fingerprint
     from dcosd.agent.service import Agent, AgentConfig
@@ -180,7 +210,8 @@ def up(data_dir: Path | None, port: int, agent_port: int, sample: bool, backend:
 
     _setup_logging(log_level)
     base = data_dir or default_data_dir()
-    mcfg = MasterConfig(data_dir=base / "master", host="127.0.0.1", port=port, auth=False)
+    mcfg = MasterConfig(data_dir=base / "master", host="127.0.0.1", port=port, auth=False,
+                        dns=_dns_config("127.0.0.1", dns_listen, dns_domain, dns_ttl, dns_upstreams))
 
     async def main(stop: asyncio.Event) -> None:
         m = Master(mcfg)
@@ -199,6 +230,8 @@ def up(data_dir: Path | None, port: int, agent_port: int, sample: bool, backend:
                 f"dcosd is up: {url}  (data in {base})",
                 f"  executor backend: {a.backend.name} ({a.backend_note})",
                 "  auth is OFF: the API listens on 127.0.0.1 only",
+                (f"  DNS: dig @127.0.0.1 -p {m.discovery.server.port} leader.{mcfg.dns.domain}"
+                 if m.discovery.server else "  DNS: not serving (see the log); `dcosd dns list` still works"),
                 "Try:",
                 "  dcosd cluster status",
                 "  dcosd run --wait -- echo hello",

@@ -13,7 +13,7 @@ import json
 import logging
 import socket
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from dcosd.errors import ConfigError, NotLeader
 from dcosd.httputil import check_token, make_app
 from dcosd.master import auth
 from dcosd.master.agent_sessions import AgentSessions
+from dcosd.master.discovery import Discovery, DiscoveryConfig
 from dcosd.master.api import OperatorApi
 from dcosd.master.frameworks.builtin_tasks import BuiltinTasks
 from dcosd.master.frameworks.scheduling import Scheduling
@@ -47,6 +48,8 @@ class MasterConfig:
     advertise: str | None = None
     # Offers unanswered for this long are rescinded (None: never).
     offer_timeout: float | None = 60.0
+    # Mesos-DNS: where to answer DNS (None: HTTP API only), the zone, the TTL, upstream resolvers.
+    dns: DiscoveryConfig = field(default_factory=DiscoveryConfig)
 
 
 def _task_commands(command: dict[str, Any], result: Any) -> bool:
@@ -93,6 +96,8 @@ class Master:
         app.add_routes(self.agents.routes())
         app.add_routes(self.scheduler_api.routes())
         app.add_routes(self.mesos_operator.routes())
+        self.discovery = Discovery(self, self.config.dns)
+        app.add_routes(self.discovery.routes())
         self.app = app
         # Long-lived responses (work streams, log follows) must not hold a stopping master for a minute.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
@@ -107,6 +112,7 @@ class Master:
         if sockets:
             self.bound_port = sockets[0].getsockname()[1]
         self.become_leader()
+        await self.discovery.start()
         log.info("master listening on %s", self.advertise_url)
 
     def become_leader(self) -> None:
@@ -124,6 +130,8 @@ class Master:
         self.agents.close_all()
 
     async def stop(self) -> None:
+        if hasattr(self, "discovery"):
+            await self.discovery.stop()
         await self.step_down()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -147,6 +155,10 @@ class Master:
                 "commit_index": (self.store.query_one("SELECT COALESCE(MAX(idx),0) FROM log") or (0,))[0]}
 
     # -- checks used by handlers ---------------------------------------------------
+    @property
+    def is_leader(self) -> bool:
+        return bool(self._tasks)
+
     def require_leader(self) -> None:
         if not self._tasks:
             raise NotLeader()

@@ -178,6 +178,8 @@ class ClusterFactory:
         data = self.tmp / f"master-{port}"
         args = [*DCOSD, "master", "--data-dir", str(data), "--listen", f"127.0.0.1:{port}",
                 "--auth" if auth else "--no-auth", "--log-level", "debug", *extra]
+        if "--dns-listen" not in extra:
+            args += ["--dns-listen", "off"]  # many masters on one machine: DNS only where a test asks
         proc = Proc(args, self.tmp / f"master-{port}.log")
         self.procs.append(proc)
         m = Master(data, port, proc, auth)
