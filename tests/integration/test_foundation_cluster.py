@@ -252,3 +252,15 @@ def test_master_restart_keeps_state(factory: ClusterFactory):
     m2.cli("task", "kill", task_id, check=True)
     assert wait_state(m2, task_id, TERMINAL)["state"] == "TASK_KILLED"
     del m2_proc
+
+
+def test_task_logs_follow_streams_until_the_task_ends(cluster):
+    m, _ = cluster
+    task_id = submit(m, cmd="for i in 1 2 3; do echo line$i; echo err$i >&2; sleep 0.5; done",
+                     resources={"cpus": 0.1, "mem": 32})
+    wait_state(m, task_id, {"TASK_RUNNING"} | TERMINAL)
+    follow = m.cli("task", "logs", "-f", task_id, timeout=60)
+    assert follow.returncode == 0 and follow.stdout == "line1\nline2\nline3\n"
+    assert m.task(task_id)["state"] == "TASK_FINISHED"  # -f returned because the task ended
+    err = m.cli("task", "logs", "--stderr", task_id[:12], check=True)  # a unique prefix of the id is enough
+    assert err.stdout == "err1\nerr2\nerr3\n"
