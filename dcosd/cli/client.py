@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import json
-import socket
 import urllib.error
 import urllib.parse
 import urllib.request
-from typing import Any, Iterator
+from collections.abc import Iterator
+from typing import Any
 
-from dcosd.errors import Conflict, DcosdError, NotFound, Unauthorized, Unavailable, ValidationError
+from dcosd.errors import (
+    Conflict,
+    DcosdError,
+    NotFound,
+    Unauthorized,
+    Unavailable,
+    ValidationError,
+)
 
 _BY_STATUS: dict[int, type[DcosdError]] = {400: ValidationError, 401: Unauthorized, 403: Unauthorized,
                                           404: NotFound, 409: Conflict, 422: ValidationError}
+_MAX_REDIRECTS = 5
 
 
 class Client:
@@ -33,6 +41,16 @@ class Client:
         if self.token:
             req.add_header("Authorization", f"Bearer {self.token}")
         try:
+            for _ in range(_MAX_REDIRECTS):
+                try:
+                    return urllib.request.urlopen(req, timeout=timeout or self.timeout)
+                except urllib.error.HTTPError as exc:
+                    # A follower master sends writes to the leader with 307: same method, body and token.
+                    if exc.code not in (307, 308) or not exc.headers.get("Location"):
+                        raise
+                    exc.read()
+                    req = urllib.request.Request(urllib.parse.urljoin(req.full_url, exc.headers["Location"]),
+                                                 data=data, method=method, headers=dict(req.header_items()))
             return urllib.request.urlopen(req, timeout=timeout or self.timeout)
         except urllib.error.HTTPError as exc:
             raw = exc.read()
@@ -42,7 +60,7 @@ class Client:
                 message = raw.decode(errors="replace").strip() or exc.reason
             cls = _BY_STATUS.get(exc.code, Unavailable if exc.code >= 500 else DcosdError)
             raise cls(f"{message} (HTTP {exc.code})") from None
-        except (urllib.error.URLError, ConnectionError, socket.timeout, TimeoutError) as exc:
+        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
             reason = getattr(exc, "reason", exc)
             raise Unavailable(
                 f"cannot reach the master at {self.master} ({reason}). Is `dcosd up` or `dcosd master` running? "

@@ -93,10 +93,22 @@ def _dns_config(host: str, listen: str, domain: str, ttl: int, upstreams: tuple[
 @click.option("--unreachable-grace", type=float, default=60.0, show_default=True,
               envvar="DCOSD_UNREACHABLE_GRACE", help="Seconds an agent may stay unreachable before its tasks are lost.")
 @_dns_options
+@click.option("--peers", envvar="DCOSD_PEERS", default="",
+              help="Every master of the cluster, ID=URL,... (same list on each; 3 or 5). None: a one-master cluster.")
+@click.option("--id", "node_id", envvar="DCOSD_ID", help="This master's ID in --peers.")
+@click.option("--rejoin", is_flag=True, envvar="DCOSD_REJOIN",
+              help="Replace a dead master under its ID with an empty data directory (see replog/DESIGN.md).")
+@click.option("--secret-file", envvar="DCOSD_SECRET_FILE", type=click.Path(),
+              help="Cluster secret shared by all masters (copy the first master's data-dir/cluster.secret).")
+@click.option("--operator-token-file", envvar="DCOSD_OPERATOR_TOKEN_FILE", type=click.Path(),
+              help="Operator token shared by all masters (copy the first master's data-dir/operator.token).")
+@click.option("--raft-tick-ms", type=click.IntRange(5, 1000), default=40, show_default=True,
+              envvar="DCOSD_RAFT_TICK_MS", help="Raft tick; elections time out after 10-20 ticks, heartbeats every 2.")
 @_log_option
 def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool, agent_timeout: float,
            unreachable_grace: float, dns_listen: str, dns_domain: str, dns_ttl: int, dns_upstreams: tuple[str, ...],
-           log_level: str) -> None:
+           peers: str, node_id: str | None, rejoin: bool, secret_file: str | None, operator_token_file: str | None,
+           raft_tick_ms: int, log_level: str) -> None:
     """Run a master: state, placement and the APIs."""
     from dcosd.master.service import Master, MasterConfig
 
@@ -108,6 +120,20 @@ def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool
                        agent_timeout=agent_timeout, unreachable_grace=unreachable_grace, advertise=advertise,
                        heartbeat_interval=min(2.0, agent_timeout / 4),
                        dns=_dns_config(host, dns_listen, dns_domain, dns_ttl, dns_upstreams))
+    if peers:
+        from dcosd.master.auth import read_secret
+        from dcosd.master.ha import parse_peers
+
+        cfg.peers = parse_peers(peers)
+        if not node_id:
+            raise ConfigError("--peers needs --id (this master's ID in the list)")
+        cfg.node_id, cfg.rejoin, cfg.raft_tick = node_id, rejoin, raft_tick_ms / 1000
+        cfg.secret = read_secret(None, secret_file)
+        cfg.operator_token = read_secret(None, operator_token_file)
+        if cfg.advertise is None:
+            cfg.advertise = cfg.peers.get(node_id)
+    elif rejoin:
+        raise ConfigError("--rejoin only makes sense with --peers")
 
     async def main(stop: asyncio.Event) -> None:
         m = Master(cfg)

@@ -82,8 +82,14 @@ def cluster_status(obj: Any, as_json: bool) -> None:
         ("mem", f"{used.get('mem', 0):g} MB used of {total.get('mem', 0):g} MB"),
         ("tasks", ", ".join(f"{short_state(k).lower()} {v}" for k, v in sorted(c["tasks"].items()) if v) or "none")])
     click.echo("")
-    table(["MASTER", "LEADER", "TERM", "COMMIT INDEX"],
-          [[m["url"], "yes" if m["leader"] else "no", m["term"], m["commit_index"]] for m in c["masters"]])
+    def _opt(v: Any) -> Any:
+        return "-" if v is None else v
+
+    # The leader's view when there is a leader: match index and lag of every follower.
+    table(["MASTER", "ID", "ROLE", "LEADER", "TERM", "COMMIT INDEX", "MATCH INDEX", "LAG"],
+          [[m["url"], m.get("id", "-"), m.get("role") or ("leader" if m["leader"] else "follower"),
+            "yes" if m["leader"] else "no", m["term"], _opt(m.get("commit_index")), _opt(m.get("match_index")),
+            _opt(m.get("lag"))] for m in c["masters"]])
 
 
 COMMANDS = [node, cluster]

@@ -191,8 +191,8 @@ class OperatorApi:
             used = used + r
         return json_response({
             "version": __version__,
-            "masters": [self.master.describe()],
-            "leader": self.master.advertise_url,
+            "masters": self.master.describe_masters(),
+            "leader": self.master.advertise_url if self.master.ha is None else self.master.leader_url,
             "agents": {"total": len(agents), "active": sum(a["state"] == "ACTIVE" for a in agents)},
             "tasks": views.task_counts(store),
             "resources": {"total": total.to_dict(), "used": used.to_dict()},

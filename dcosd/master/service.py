@@ -26,6 +26,7 @@ from dcosd.master import auth
 from dcosd.master.agent_sessions import AgentSessions
 from dcosd.master.discovery import Discovery, DiscoveryConfig
 from dcosd.master.api import OperatorApi
+from dcosd.master.ha import HighAvailability
 from dcosd.master.frameworks.builtin_tasks import BuiltinTasks
 from dcosd.master.frameworks.scheduling import Scheduling
 from dcosd.master.operator_api import MesosOperatorApi
@@ -50,6 +51,15 @@ class MasterConfig:
     offer_timeout: float | None = 60.0
     # Mesos-DNS: where to answer DNS (None: HTTP API only), the zone, the TTL, upstream resolvers.
     dns: DiscoveryConfig = field(default_factory=DiscoveryConfig)
+    # Highly available masters (master/ha.py): {id: URL} of every master, this one's id, --rejoin.
+    # None: a one-master cluster on the single-node store. Masters of one cluster share the secret
+    # and the operator token (given here; otherwise created in the data directory).
+    peers: dict[str, str] | None = None
+    node_id: str | None = None
+    rejoin: bool = False
+    secret: str | None = None
+    operator_token: str | None = None
+    raft_tick: float = 0.04
 
 
 def _task_commands(command: dict[str, Any], result: Any) -> bool:
@@ -77,6 +87,8 @@ class Master:
         self.cluster_secret = ""
         self.operator_token: str | None = None
         self.bound_port = config.port
+        self.ha: HighAvailability | None = None
+        self.leader_url: str | None = None  # the leading master's URL (for /redirect), when known
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -85,10 +97,15 @@ class Master:
             data.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise ConfigError(f"cannot create data directory {data}: {exc}") from exc
-        self.cluster_secret = auth.load_or_create(data / auth.CLUSTER_SECRET_FILE)
-        token = auth.load_or_create(data / auth.OPERATOR_TOKEN_FILE)
+        self.cluster_secret = self.config.secret or auth.load_or_create(data / auth.CLUSTER_SECRET_FILE)
+        token = self.config.operator_token or auth.load_or_create(data / auth.OPERATOR_TOKEN_FILE)
         self.operator_token = token if self.config.auth else None
-        self.store = StateStore(data / "state.db")
+        if self.config.peers:
+            self.ha = HighAvailability(self, self.config.peers, self.config.node_id or "", rejoin=self.config.rejoin,
+                                       tick_seconds=self.config.raft_tick)
+            self.store = self.ha.open_store(data / "state.db")  # type: ignore[assignment]
+        else:
+            self.store = StateStore(data / "state.db")
         self.store.listeners.append(self._on_commit)
         self.http = aiohttp.ClientSession()
         app = make_app()
@@ -98,6 +115,9 @@ class Master:
         app.add_routes(self.mesos_operator.routes())
         self.discovery = Discovery(self, self.config.dns)
         app.add_routes(self.discovery.routes())
+        if self.ha is not None:
+            app.add_routes(self.ha.routes())
+            app.middlewares.append(self.ha.middleware)
         self.app = app
         # Long-lived responses (work streams, log follows) must not hold a stopping master for a minute.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
@@ -111,7 +131,8 @@ class Master:
         sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
         if sockets:
             self.bound_port = sockets[0].getsockname()[1]
-        self.become_leader()
+        if self.ha is None:
+            self.become_leader()  # one master: always the leader; with peers, Raft decides (ha.py)
         await self.discovery.start()
         log.info("master listening on %s", self.advertise_url)
 
@@ -133,6 +154,8 @@ class Master:
         if hasattr(self, "discovery"):
             await self.discovery.stop()
         await self.step_down()
+        if self.ha is not None:
+            await self.ha.stop()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -154,14 +177,19 @@ class Master:
         return {"url": self.advertise_url, "leader": True, "term": self.term,
                 "commit_index": (self.store.query_one("SELECT COALESCE(MAX(idx),0) FROM log") or (0,))[0]}
 
+    def describe_masters(self) -> list[dict[str, Any]]:
+        """Every master: leader, term, commit index, and each follower's lag (seen from the leader)."""
+        return self.ha.describe() if self.ha is not None else [self.describe()]
+
+    def require_leader(self) -> None:
+        if not self._tasks:
+            raise NotLeader(leader=self.ha.store.leader if self.ha is not None else None)
+
     # -- checks used by handlers ---------------------------------------------------
     @property
     def is_leader(self) -> bool:
         return bool(self._tasks)
 
-    def require_leader(self) -> None:
-        if not self._tasks:
-            raise NotLeader()
 
     def require_agent_secret(self, request: web.Request) -> None:
         check_token(request, self.cluster_secret, "cluster secret")

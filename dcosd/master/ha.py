@@ -1,0 +1,217 @@
+"""Highly available masters: the wiring between the Master and its replicated store.
+
+- ``--peers id1=URL,id2=URL,...`` and ``--id``: static membership; every master gets the same list.
+- The Raft transport's endpoint, and ``read-index`` (a follower asks the leader for a read index,
+  then serves the read from its own state once it has applied that far).
+- A middleware that makes any master answer any client: on a follower, writes, the agent protocol
+  and the scheduler/operator calls answer 307 to the same path on the leader (503 when there is
+  none); reads are linearizable (read index on the leader, via the leader on a follower) unless the
+  request says ``?stale=1``.
+- Leadership: the store reports (leader-and-ready, leader id, term); leader-only work starts once
+  this master's no-op is applied and stops as soon as it is deposed. Master.term is the Raft term.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiohttp import web
+
+from dcosd.errors import ConfigError, NotLeader, Unavailable
+from dcosd.httputil import error_response, json_response
+from dcosd.master.replog.shell import RaftStore
+from dcosd.master.replog.transport import RAFT_PATH, HttpTransport, decode_batch
+
+if TYPE_CHECKING:
+    from dcosd.master.service import Master
+
+log = logging.getLogger(__name__)
+
+READ_INDEX_PATH = "/dcosd/internal/v1/read-index"
+# Answered by every master from its own state, leader or not.
+_LOCAL = {"/health", "/version", "/redirect", "/master/redirect", RAFT_PATH, READ_INDEX_PATH}
+_CLUSTER = "/dcosd/v1/cluster"  # the leader's view when there is one (follower lag), else this master's
+# On a follower these go to the leader even when they are GETs (leader-only sessions and streams).
+_LEADER_PREFIXES = ("/dcosd/internal/v1/agents", "/api/v1")
+
+
+def parse_peers(text: str) -> dict[str, str]:
+    """``id1=http://h1:5050,id2=http://h2:5050`` → {id: url}."""
+    peers: dict[str, str] = {}
+    for part in (p.strip() for p in text.split(",")):
+        if not part:
+            continue
+        pid, sep, url = part.partition("=")
+        if not sep or not pid.strip() or not url.strip():
+            raise ConfigError(f"--peers: expected ID=URL, got {part!r}")
+        url = url.strip().rstrip("/")
+        if "://" not in url:
+            url = "http://" + url
+        if pid.strip() in peers:
+            raise ConfigError(f"--peers: {pid.strip()!r} given twice")
+        peers[pid.strip()] = url
+    if len(peers) not in (1, 3, 5, 7):
+        log.warning("--peers lists %d masters; use an odd number (3 or 5) so a majority survives failures",
+                    len(peers))
+    return peers
+
+
+class HighAvailability:
+    def __init__(self, master: Master, peers: dict[str, str], my_id: str, *, rejoin: bool = False,
+                 tick_seconds: float = 0.04) -> None:
+        if my_id not in peers:
+            raise ConfigError(f"--id {my_id!r} is not one of --peers ({', '.join(sorted(peers))})")
+        self.master = master
+        self.peers = peers
+        self.my_id = my_id
+        self.rejoin = rejoin
+        self.tick_seconds = tick_seconds
+        self.transport = HttpTransport(peers, lambda: master.cluster_secret)
+        self.store: RaftStore
+        self._lock = asyncio.Lock()
+        self._pending: asyncio.Task | None = None
+        self._http: aiohttp.ClientSession | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------------
+    def open_store(self, path: Any) -> RaftStore:
+        self.store = RaftStore(path, self.my_id, list(self.peers), send=self.transport.send,
+                               loop=asyncio.get_running_loop(), tick_seconds=self.tick_seconds,
+                               rejoin=self.rejoin, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
+        self.transport.start(self.my_id)
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
+        return self.store
+
+    async def stop(self) -> None:
+        if self._pending is not None:
+            self._pending.cancel()
+        await self.transport.stop()
+        if self._http is not None:
+            await self._http.close()
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.post(RAFT_PATH, self.raft_messages), web.post(READ_INDEX_PATH, self.read_index)]
+
+    # -- leadership -----------------------------------------------------------------------------
+    def leader_url(self) -> str | None:
+        leader = self.store.leader
+        return self.peers.get(leader) if leader else None
+
+    def _on_leadership(self, is_leader: bool, leader: str | None, term: int) -> None:
+        m = self.master
+        m.leader_url = self.peers.get(leader) if leader else None  # type: ignore[attr-defined]
+        if is_leader:
+            m.term = term
+        log.info("raft: term %d, leader %s%s", term, leader or "unknown", " (this master)" if is_leader else "")
+        if self._pending is None or self._pending.done():
+            self._pending = asyncio.create_task(self._follow_leadership(), name="leadership")
+
+    async def _follow_leadership(self) -> None:
+        async with self._lock:
+            while True:
+                m = self.master
+                want = self.store.is_leader
+                if want and not m._tasks:
+                    m.become_leader()
+                    log.info("leading: leader-only work started (term %d)", m.term)
+                elif not want and m._tasks:
+                    await m.step_down()
+                    log.info("deposed: leader-only work stopped")
+                else:
+                    return
+
+    def _on_fatal(self, exc: BaseException) -> None:
+        log.critical("the replicated log failed (%s); exiting so this master restarts from its durable state", exc)
+        os._exit(70)
+
+    # -- HTTP -----------------------------------------------------------------------------------
+    async def raft_messages(self, request: web.Request) -> web.Response:
+        self.master.require_agent_secret(request)
+        self.store.step(decode_batch(await request.read()))
+        return web.Response(status=204)
+
+    async def read_index(self, request: web.Request) -> web.Response:
+        self.master.require_agent_secret(request)
+        return json_response({"index": await self.store.read_index()})
+
+    async def barrier(self) -> None:
+        """Wait until this master's state reflects every write acknowledged before the call."""
+        store = self.store
+        if store.is_leader:
+            index = await store.read_index()
+        else:
+            url = self.leader_url()
+            if url is None or store.leader == self.my_id or self._http is None:
+                raise Unavailable("no leading master to confirm a linearizable read; retry, or ask with ?stale=1")
+            try:
+                async with self._http.post(url + READ_INDEX_PATH,
+                                           headers={"Authorization": f"Bearer {self.master.cluster_secret}"}) as r:
+                    body = await r.json(content_type=None)
+                    if r.status != 200:
+                        raise Unavailable(f"the leader could not serve a read index ({r.status}): "
+                                          f"{body.get('message')}")
+                    index = int(body["index"])
+            except (TimeoutError, aiohttp.ClientError, ValueError, KeyError) as exc:
+                raise Unavailable(f"cannot reach the leading master for a linearizable read: {exc}") from exc
+        await store.wait_applied(index)
+
+    @web.middleware
+    async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
+        path = request.path
+        if path in _LOCAL:
+            return await handler(request)
+        stale = request.query.get("stale") in ("1", "true", "True")
+        if path == _CLUSTER:
+            url = self.leader_url()
+            if not stale and not self.store.is_leader and url and self.store.leader != self.my_id:
+                raise web.HTTPTemporaryRedirect(url + request.path_qs)
+            return await handler(request)
+        read = request.method in ("GET", "HEAD") and not path.startswith(_LEADER_PREFIXES)
+        if read:
+            if not stale:
+                await self.barrier()
+            return await handler(request)
+        if not self.store.is_leader:
+            url = self.leader_url()
+            if url is None or self.store.leader == self.my_id:
+                return error_response(503, "no leading master right now (election in progress); retry shortly",
+                                      leader=None)
+            raise web.HTTPTemporaryRedirect(url + request.path_qs)
+        return await handler(request)
+
+    # -- cluster status -------------------------------------------------------------------------
+    def describe(self) -> list[dict[str, Any]]:
+        st = self.store.status()
+        followers = st.get("followers", {})
+        out = []
+        for pid, url in sorted(self.peers.items()):
+            d: dict[str, Any] = {"id": pid, "url": url, "leader": pid == st.get("leader"), "term": st["term"]}
+            if pid == self.my_id:
+                d.update(role=st["role"], commit_index=st["commit"], applied_index=st["applied"],
+                         last_index=st["last_index"], snapshot_index=st["snapshot_index"],
+                         rejoining=st["rejoining"], self=True)
+            if pid in followers:
+                f = followers[pid]
+                d.update(match_index=f["match"], lag=f["lag"], replication=f["state"], active=f["active"])
+            elif pid == st.get("leader"):
+                d["lag"] = 0
+            out.append(d)
+        return out
+
+    def status(self) -> dict[str, Any]:
+        st = dict(self.store.status())
+        st["leader_url"] = self.leader_url()
+        st["time"] = time.time()
+        return st
+
+
+def host_of(url: str) -> str:
+    return urlsplit(url).hostname or ""
+
+
+__all__ = ["HighAvailability", "NotLeader", "parse_peers"]

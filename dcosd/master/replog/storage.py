@@ -1,0 +1,221 @@
+"""The Raft node's durable side, in the master's SQLite file (migration 3).
+
+Tables: ``raft_hard_state`` (term, vote, commit, rejoining), ``raft_log`` (entries after the last
+snapshot), ``raft_snapshot`` (the last state image and its index/term) — this master's own, never
+copied — and ``raft_applied``, part of the replicated state, advanced in the transaction that applies
+each committed entry. So one Ready is one transaction: snapshot, entries, hard state, restore,
+apply, applied index; a kill -9 leaves either all of it or none of it.
+
+Snapshot image: SQLite's online backup API copies the whole database into a scratch file; the
+node-local tables are emptied there and the file vacuumed; its bytes are the image. Restoring an
+image copies every replicated table from it (ATTACHed) inside the Ready's transaction, with the
+triggers dropped meanwhile so the copy does not fire them, and leaves the raft_* node tables alone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import apsw
+
+from dcosd.errors import DcosdError, StorageError
+from dcosd.master.state import machine
+
+from .messages import (
+    Entry,
+    EntryKind,
+    HardState,
+    PersistedState,
+    Ready,
+    Snapshot,
+    SnapshotMeta,
+)
+
+NODE_TABLES = ("raft_hard_state", "raft_log", "raft_snapshot")
+
+# (ok, value) per applied NORMAL entry: value is apply()'s result or the DcosdError that refused it.
+Outcome = tuple[Entry, bool, Any]
+
+
+class RaftStorage:
+    """Owned by the Raft thread: every method runs there, on the writer connection."""
+
+    def __init__(self, db: apsw.Connection, path: Path) -> None:
+        self.db = db
+        self.path = Path(path)
+        self.applied_term = 0
+
+    # -- load -----------------------------------------------------------------------------------
+    def load(self) -> tuple[PersistedState, int]:
+        db = self.db
+        hs = HardState()
+        for term, vote, commit, rejoining in db.execute(
+                "SELECT term, vote, commit_index, rejoining FROM raft_hard_state WHERE id = 1"):
+            hs = HardState(term, vote, commit, bool(rejoining))
+        snap = Snapshot()
+        for idx, term, data in db.execute("SELECT idx, term, data FROM raft_snapshot WHERE id = 1"):
+            snap = Snapshot(SnapshotMeta(idx, term), bytes(data))
+        entries = tuple(Entry(t, i, bytes(d), EntryKind(k)) for i, t, k, d in db.execute(
+            "SELECT idx, term, kind, data FROM raft_log WHERE idx > ? ORDER BY idx", (snap.meta.index,)))
+        applied = 0
+        for idx, term in db.execute("SELECT idx, term FROM raft_applied WHERE id = 1"):
+            applied, self.applied_term = idx, term
+        return PersistedState(hs, snap, entries), max(applied, snap.meta.index)
+
+    def is_empty(self) -> bool:
+        """No Raft history and no state: what --rejoin requires."""
+        for (n,) in self.db.execute("SELECT (SELECT COUNT(*) FROM raft_hard_state) + (SELECT COUNT(*) FROM raft_log)"
+                                    " + (SELECT COUNT(*) FROM raft_snapshot) + (SELECT COUNT(*) FROM raft_applied)"):
+            return n == 0
+        return True
+
+    # -- one Ready: persist + restore + apply, one transaction ---------------------------------
+    def write_ready(self, rd: Ready) -> list[Outcome]:
+        """Steps 1 and 3 of the I/O contract in ONE fsynced transaction (persist before apply holds
+        inside it). Raises StorageError and changes nothing if SQLite fails."""
+        db = self.db
+        attached = None
+        if rd.snapshot is not None:
+            attached = self._attach_image(rd.snapshot.data)
+        outcomes: list[Outcome] = []
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            try:
+                if rd.snapshot is not None:
+                    meta = rd.snapshot.meta
+                    db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
+                               (meta.index, meta.term, rd.snapshot.data))
+                    db.execute("DELETE FROM raft_log")
+                    self._restore_from_attached()
+                    db.execute("INSERT OR REPLACE INTO raft_applied (id, idx, term) VALUES (1, ?, ?)",
+                               (meta.index, meta.term))
+                if rd.entries:
+                    db.execute("DELETE FROM raft_log WHERE idx >= ?", (rd.entries[0].index,))
+                    db.executemany("INSERT INTO raft_log (idx, term, kind, data) VALUES (?, ?, ?, ?)",
+                                   [(e.index, e.term, int(e.kind), e.data) for e in rd.entries])
+                if rd.hard_state is not None:
+                    h = rd.hard_state
+                    db.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, vote, commit_index, rejoining)"
+                               " VALUES (1, ?, ?, ?, ?)", (h.term, h.vote, h.commit, int(h.rejoining)))
+                if rd.committed_entries:
+                    outcomes = [self._apply(e) for e in rd.committed_entries]
+                    last = rd.committed_entries[-1]
+                    db.execute("INSERT OR REPLACE INTO raft_applied (id, idx, term) VALUES (1, ?, ?)",
+                               (last.index, last.term))
+                db.execute("COMMIT")
+            except BaseException:
+                db.execute("ROLLBACK")
+                raise
+        except apsw.Error as exc:
+            raise StorageError(f"cannot write the replicated log ({type(exc).__name__}: {exc})") from exc
+        finally:
+            if attached is not None:
+                self._detach_image(attached)
+        if rd.committed_entries:
+            self.applied_term = rd.committed_entries[-1].term
+        elif rd.snapshot is not None:
+            self.applied_term = rd.snapshot.meta.term
+        return outcomes
+
+    def _apply(self, e: Entry) -> Outcome:
+        if e.kind != EntryKind.NORMAL:
+            return (e, True, None)
+        db = self.db
+        db.execute("SAVEPOINT cmd")
+        try:
+            result = machine.apply(db, json.loads(e.data))
+            db.execute("RELEASE cmd")
+            return (e, True, result)
+        except apsw.Error:
+            raise  # not deterministic (disk, I/O): the whole Ready fails, nothing advances
+        except DcosdError as exc:
+            db.execute("ROLLBACK TO cmd")
+            db.execute("RELEASE cmd")
+            return (e, False, exc)
+        except Exception as exc:  # noqa: BLE001 — a bug in apply(): deterministic, so every master refuses it alike
+            db.execute("ROLLBACK TO cmd")
+            db.execute("RELEASE cmd")
+            return (e, False, StorageError(f"internal error applying a command: {type(exc).__name__}: {exc}"))
+
+    # -- snapshots ------------------------------------------------------------------------------
+    def take_image(self) -> bytes:
+        """The replicated state as it is now (the writer is between transactions), as bytes."""
+        scratch = self.path.with_name(self.path.name + ".snap-out")
+        _unlink(scratch)
+        try:
+            dst = apsw.Connection(str(scratch))
+            try:
+                with dst.backup("main", self.db, "main") as b:
+                    b.step(-1)
+                for t in NODE_TABLES:
+                    dst.execute(f"DELETE FROM {t}")
+                dst.execute("PRAGMA journal_mode=DELETE")
+                dst.execute("VACUUM")
+            finally:
+                dst.close()
+            return scratch.read_bytes()
+        except (apsw.Error, OSError) as exc:
+            raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
+        finally:
+            _unlink(scratch)
+
+    def store_snapshot(self, index: int, term: int, data: bytes) -> None:
+        """Keep the image durably and drop the log it covers (one transaction)."""
+        db = self.db
+        try:
+            with db:
+                db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
+                           (index, term, data))
+                db.execute("DELETE FROM raft_log WHERE idx <= ?", (index,))
+        except apsw.Error as exc:
+            raise StorageError(f"cannot store a snapshot: {exc}") from exc
+
+    def _attach_image(self, data: bytes) -> Path:
+        scratch = self.path.with_name(self.path.name + ".snap-in")
+        _unlink(scratch)
+        with open(scratch, "wb") as f:
+            f.write(data)
+        try:
+            self.db.execute("ATTACH DATABASE ? AS snap", (str(scratch),))
+        except apsw.Error as exc:
+            _unlink(scratch)
+            raise StorageError(f"cannot open a received snapshot: {exc}") from exc
+        return scratch
+
+    def _detach_image(self, scratch: Path) -> None:
+        try:
+            self.db.execute("DETACH DATABASE snap")
+        except apsw.Error:
+            pass
+        _unlink(scratch)
+
+    def _restore_from_attached(self) -> None:
+        db = self.db
+        mine = next(iter(db.execute("PRAGMA main.user_version")))[0]
+        theirs = next(iter(db.execute("PRAGMA snap.user_version")))[0]
+        if mine != theirs:
+            raise StorageError(f"snapshot is of schema {theirs}, this master is at {mine}: run one dcosd version")
+        tables = [n for (n,) in db.execute("SELECT name FROM main.sqlite_master WHERE type = 'table'")
+                  if n not in NODE_TABLES and (not n.startswith("sqlite_") or n == "sqlite_sequence")]
+        in_snap = {n for (n,) in db.execute("SELECT name FROM snap.sqlite_master WHERE type = 'table'")}
+        triggers = list(db.execute("SELECT name, sql FROM main.sqlite_master WHERE type = 'trigger'"))
+        for name, _ in triggers:
+            db.execute(f'DROP TRIGGER main."{name}"')
+        for t in tables:
+            db.execute(f'DELETE FROM main."{t}"')
+            if t in in_snap:
+                db.execute(f'INSERT INTO main."{t}" SELECT * FROM snap."{t}"')
+        for _, sql in triggers:
+            db.execute(sql)
+
+
+def _unlink(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass
+
+
