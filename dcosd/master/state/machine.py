@@ -268,3 +268,5 @@ def apply_task_master_status(db: apsw.Connection, c: Command) -> list[str]:
 
 # Two-level scheduling registers its commands (frameworks, launches, roles) in this same table.
 from dcosd.master.state import frameworks as _frameworks  # noqa: E402,F401
+# Machine operations (drain/undrain, the record of node exec runs).
+from dcosd.master.state import operations as _operations  # noqa: E402,F401

@@ -152,6 +152,27 @@ MIGRATIONS: list[str] = [
         term INTEGER NOT NULL
     );
     """,
+    # 4: machine operations — nodes in maintenance (drained: no new placements), the record of every
+    # `node exec` run (who, what, where, each node's result).
+    """
+    CREATE TABLE node_maintenance (
+        agent_id TEXT PRIMARY KEY,
+        since REAL NOT NULL,
+        who TEXT NOT NULL DEFAULT '',
+        reason TEXT NOT NULL DEFAULT ''
+    );
+    CREATE TABLE exec_runs (
+        id TEXT PRIMARY KEY,
+        who TEXT NOT NULL,
+        command TEXT NOT NULL,
+        targets TEXT NOT NULL,
+        started_at REAL NOT NULL,
+        finished_at REAL,
+        results TEXT,
+        failed INTEGER
+    );
+    CREATE INDEX exec_runs_by_time ON exec_runs(started_at);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
