@@ -28,4 +28,5 @@ fi
 [ -x .venv/bin/python ] || python3 -m venv .venv
 extras=systemd
 [ "$want" = test ] && extras=systemd,test
-.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]"
+# (this machine's pip.conf names local indexes that may not exist: their warnings are noise)
+.venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2> >(grep -v "is ignored: it is neither" >&2)
