@@ -45,14 +45,16 @@ def queued_tasks(store: StateStore) -> list[dict[str, Any]]:
 
 
 def task(store: StateStore, task_id: str, *, history: bool = True) -> dict[str, Any] | None:
-    row = store.query_one(f"SELECT {_TASK_COLS} FROM tasks WHERE id = ?", (task_id,))
-    if row is None:
-        q = store.query_one("SELECT task_id, spec, submitted_at, pending_reason FROM queue WHERE task_id = ?",
-                            (task_id,))
-        if q is None:
-            return None
+    # The queue is read first: a task only ever moves from the queue to the tasks table, so a task
+    # that left the queue between the two reads is found in the second one, never missed by both.
+    q = store.query_one("SELECT task_id, spec, submitted_at, pending_reason FROM queue WHERE task_id = ?",
+                        (task_id,))
+    if q is not None:
         return {"id": q[0], "name": json.loads(q[1])["name"], "state": "QUEUED", "spec": json.loads(q[1]),
                 "submitted_at": q[2], "pending_reason": q[3], "agent_id": None, "statuses": []}
+    row = store.query_one(f"SELECT {_TASK_COLS} FROM tasks WHERE id = ?", (task_id,))
+    if row is None:
+        return None
     t = _task_row(row)
     if history:
         t["statuses"] = [
