@@ -270,3 +270,7 @@ def apply_task_master_status(db: apsw.Connection, c: Command) -> list[str]:
 from dcosd.master.state import frameworks as _frameworks  # noqa: E402,F401
 # Machine operations (drain/undrain, the record of node exec runs).
 from dcosd.master.state import operations as _operations  # noqa: E402,F401
+# The built-in job framework (definitions, schedules, runs).
+from dcosd.master.state import jobs as _jobs  # noqa: E402,F401
+# The built-in service framework (apps, versions, groups, deployments).
+from dcosd.master.services import commands as _services  # noqa: E402,F401

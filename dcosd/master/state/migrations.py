@@ -173,6 +173,99 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX exec_runs_by_time ON exec_runs(started_at);
     """,
+    # 5: the built-in job framework (master/jobs) — job definitions, their cron schedules with the next
+    # fire time, runs (status, attempts, current task, times, exit code), one row per attempt, and the
+    # fire times that did not start a run (missed, past the starting deadline, FORBID).
+    """
+    CREATE TABLE jobs (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE job_schedules (
+        job_id TEXT NOT NULL,
+        id TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        next_fire_at REAL,
+        last_fire_at REAL,
+        last_action TEXT,
+        PRIMARY KEY (job_id, id)
+    );
+    CREATE TABLE job_runs (
+        id TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        run_spec TEXT NOT NULL,
+        trigger TEXT NOT NULL,
+        schedule_id TEXT,
+        scheduled_for REAL,
+        created_at REAL NOT NULL,
+        waiting_since REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL,
+        attempts INTEGER NOT NULL DEFAULT 0,
+        task_id TEXT,
+        exit_code INTEGER,
+        stop_reason TEXT,
+        message TEXT NOT NULL DEFAULT ''
+    );
+    CREATE INDEX job_runs_by_job ON job_runs(job_id, created_at);
+    CREATE INDEX job_runs_by_status ON job_runs(status);
+    CREATE TABLE job_run_tasks (
+        run_id TEXT NOT NULL,
+        attempt INTEGER NOT NULL,
+        task_id TEXT NOT NULL UNIQUE,
+        agent_id TEXT NOT NULL,
+        launched_at REAL NOT NULL,
+        ended_at REAL,
+        state TEXT,
+        exit_code INTEGER,
+        message TEXT,
+        PRIMARY KEY (run_id, attempt)
+    );
+    CREATE TABLE job_schedule_skips (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        job_id TEXT NOT NULL,
+        schedule_id TEXT NOT NULL,
+        due_at REAL NOT NULL,
+        action TEXT NOT NULL,
+        at REAL NOT NULL
+    );
+    CREATE INDEX job_schedule_skips_by_job ON job_schedule_skips(job_id, seq);
+    """,
+    # 6: the built-in service framework (master/services) — apps (the target definition, its version and
+    # the version of its last config change, which its instances carry), every version for rollback,
+    # groups with their dependencies, and running deployments (their plan and current step).
+    """
+    CREATE TABLE apps (
+        id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        version TEXT NOT NULL,
+        config_version TEXT NOT NULL,
+        created_at REAL NOT NULL
+    );
+    CREATE TABLE app_versions (
+        app_id TEXT NOT NULL,
+        version TEXT NOT NULL,
+        spec TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (app_id, version)
+    );
+    CREATE TABLE app_groups (
+        id TEXT PRIMARY KEY,
+        dependencies TEXT NOT NULL,
+        version TEXT NOT NULL
+    );
+    CREATE TABLE deployments (
+        id TEXT PRIMARY KEY,
+        version TEXT NOT NULL,
+        plan TEXT NOT NULL,
+        current_step INTEGER NOT NULL DEFAULT 0,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX tasks_by_framework ON tasks(framework_id, state);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)

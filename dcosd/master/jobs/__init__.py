@@ -1,0 +1,1 @@
+"""The built-in job framework (Metronome role): see DESIGN.md."""
