@@ -28,6 +28,7 @@ from aiohttp import web
 from dcosd import __version__
 from dcosd.agent import fingerprint
 from dcosd.agent.checkpoint import Checkpoint
+from dcosd.agent.exec_api import ExecApi
 from dcosd.agent.files_api import FilesApi
 from dcosd.agent.status_updates import StatusUpdateManager
 from dcosd.errors import ConfigError, DcosdError
@@ -105,6 +106,7 @@ class Agent:
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {cfg.secret}"} if cfg.secret else {})
         app = make_app()
         app.add_routes(FilesApi(self).routes())
+        app.add_routes(ExecApi(self).routes())
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)

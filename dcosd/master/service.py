@@ -22,7 +22,7 @@ from aiohttp import web
 
 from dcosd.errors import ConfigError, NotLeader
 from dcosd.httputil import check_token, make_app
-from dcosd.master import auth
+from dcosd.master import auth, console
 from dcosd.master.agent_sessions import AgentSessions
 from dcosd.master.discovery import Discovery, DiscoveryConfig
 from dcosd.master.api import OperatorApi
@@ -118,6 +118,7 @@ class Master:
         if self.ha is not None:
             app.add_routes(self.ha.routes())
             app.middlewares.append(self.ha.middleware)
+        console.install(self, app)  # web UI, live events, node exec, drain (last: it defers to others' routes)
         self.app = app
         # Long-lived responses (work streams, log follows) must not hold a stopping master for a minute.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)

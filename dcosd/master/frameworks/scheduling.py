@@ -185,13 +185,14 @@ class Scheduling:
             used.setdefault(agent_id, []).append((fid, role, rr))
             self._exec_charged[(fid, eid, agent_id)] = (role, rr)
         sessions = self.master.agents.sessions
+        drained = {r[0] for r in store.query("SELECT agent_id FROM node_maintenance")}
         for a in views.agents(store):
             try:
                 alloc.add_agent(a["id"], Resources.from_dict(a["resources"]), hostname=a["hostname"],
                                 attributes=a["attributes"],
                                 dynamic=RoleResources(dynamic.get(a["id"], {})) if a["id"] in dynamic else None,
                                 used=used.get(a["id"], []),
-                                active=a["state"] == "ACTIVE" and a["id"] in sessions)
+                                active=a["state"] == "ACTIVE" and a["id"] in sessions and a["id"] not in drained)
             except AllocatorError as exc:
                 log.error("agent %s left out of allocation: %s", a["id"], exc)
         self._removed = {fid for fid in removed if any(c[1] == fid for c in self._charged.values())}
@@ -435,6 +436,13 @@ class Scheduling:
             elif kind == "agent_unreachable":
                 if command["agent_id"] in alloc.agent_ids():
                     self._rescind(alloc.deactivate_agent(command["agent_id"]))
+            elif kind == "node_drain":
+                if command["agent_id"] in alloc.agent_ids():
+                    self._rescind(alloc.deactivate_agent(command["agent_id"]))
+            elif kind == "node_undrain":
+                if command["agent_id"] in alloc.agent_ids() and command["agent_id"] in self.master.agents.sessions:
+                    alloc.activate_agent(command["agent_id"])
+                    self.wake()
             elif kind == "agent_lost":
                 for c in self.clients.values():
                     c.failure(command["agent_id"])
@@ -463,7 +471,8 @@ class Scheduling:
             if alloc.total(a["id"]).flatten() != res:
                 self._rescind(alloc.update_agent(a["id"], res, hostname=a["hostname"],
                                                  attributes=a.get("attributes", {})))
-            alloc.activate_agent(a["id"])
+            if not self.master.store.query("SELECT 1 FROM node_maintenance WHERE agent_id = ?", (a["id"],)):
+                alloc.activate_agent(a["id"])  # a drained node stays out of offers when it comes back
         else:
             alloc.add_agent(a["id"], res, hostname=a["hostname"], attributes=a.get("attributes", {}))
         self.wake()
