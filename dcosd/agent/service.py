@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 
 import aiohttp
 from aiohttp import web
+from yarl import URL
 
 from dcosd import __version__
 from dcosd.agent import fingerprint
@@ -38,8 +39,11 @@ from dcosd.model.ids import new_uuid
 from dcosd.model.resources import Resources
 from dcosd.model.states import Reason, Source, TaskState
 from dcosd.model.task import TaskSpec
+from dcosd.vips.agent import AgentVips
 
 log = logging.getLogger(__name__)
+
+_MAX_REDIRECTS = 5
 
 
 @dataclass
@@ -56,6 +60,7 @@ class AgentConfig:
     advertise_ip: str | None = None
     default_user: str | None = None  # None: nobody when root, else the agent's own user
     allow_root_tasks: bool = False
+    vips: bool = True  # serve the cluster's VIPs on this machine (dcosd/vips)
 
 
 @dataclass
@@ -70,9 +75,14 @@ class LiveTask:
 class Agent:
     def __init__(self, config: AgentConfig, backend: ExecutorBackend | None = None) -> None:
         self.config = config
-        self.master_url = config.master.rstrip("/")
-        if "://" not in self.master_url:
-            self.master_url = "http://" + self.master_url
+        # Any master of the cluster (comma-separated list): followers redirect to the leader; on
+        # failure the agent tries the next one.
+        self.masters = [u if "://" in u else "http://" + u
+                        for u in (x.strip().rstrip("/") for x in config.master.split(",")) if u]
+        if not self.masters:
+            raise ConfigError("--master: give the URL of at least one master")
+        self._next_master = 0
+        self.master_url = self.masters[0]
         self.checkpoint = Checkpoint(config.work_dir / "agent.db")
         self.backend: ExecutorBackend = backend  # type: ignore[assignment]
         self.backend_note = ""
@@ -86,6 +96,7 @@ class Agent:
         self.http: aiohttp.ClientSession
         self.bound_port = config.port
         self.heartbeat_interval = 2.0
+        self.vips = AgentVips(config.vips)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -103,6 +114,7 @@ class Agent:
         self.agent_id = await self.checkpoint.get_meta("agent_id")
         self.term = int(await self.checkpoint.get_meta("term") or 0)
         await self._recover()
+        await self.vips.start()
         self.http = aiohttp.ClientSession(headers={"Authorization": f"Bearer {cfg.secret}"} if cfg.secret else {})
         app = make_app()
         app.add_routes(FilesApi(self).routes())
@@ -126,6 +138,7 @@ class Agent:
         for t in self._bg:
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+        await self.vips.stop()
         if self._runner is not None:
             await self._runner.cleanup()
         if hasattr(self, "http"):
@@ -189,11 +202,22 @@ class Agent:
             "version": __version__,
         }
         tasks = [{"task_id": tid, "state": t.state.value} for tid, t in self.tasks.items()]
-        async with self.http.post(self._internal("/register"), json={"agent": agent, "tasks": tasks},
-                                  timeout=aiohttp.ClientTimeout(total=30)) as resp:
-            body = await resp.json(content_type=None)
-            if resp.status != 200:
-                raise DcosdError(f"master refused registration ({resp.status}): {body.get('message')}")
+        for _ in range(_MAX_REDIRECTS):
+            async with self.http.post(self._internal("/register"), json={"agent": agent, "tasks": tasks},
+                                      allow_redirects=False, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                location = resp.headers.get("Location")
+                if resp.status in (307, 308) and location:
+                    # A follower: register with the leader (followed by hand: aiohttp drops the
+                    # secret on a redirect to another origin).
+                    target = urlsplit(str(resp.url.join(URL(location))))
+                    self.master_url = f"{target.scheme}://{target.netloc}"
+                    continue
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise DcosdError(f"master refused registration ({resp.status}): {body.get('message')}")
+                break
+        else:
+            raise DcosdError("too many redirects registering with the masters")
         if body["agent_id"] != self.agent_id:
             self.agent_id = body["agent_id"]
             await self.checkpoint.set_meta("agent_id", self.agent_id)
@@ -234,6 +258,9 @@ class Agent:
                 raise
             except Exception as exc:  # noqa: BLE001 — any failure: re-register after a pause
                 log.warning("connection to master %s lost or refused: %s", self.master_url, exc)
+                if len(self.masters) > 1:  # try the next master; it redirects to the leader
+                    self._next_master = (self._next_master + 1) % len(self.masters)
+                    self.master_url = self.masters[self._next_master]
             self.registered.clear()
             self.updates.connected.clear()
             await asyncio.sleep(backoff)
@@ -267,6 +294,8 @@ class Agent:
                     await self._accept_launch(msg)
                 elif msg["type"] == "kill":
                     await self._kill(msg["task_id"], float(msg.get("grace", 3.0)))
+                elif msg["type"] == "vips":
+                    self.vips.on_message(msg)
 
     async def _send_updates(self, updates: list[dict]) -> list[str]:
         if not self.registered.is_set():

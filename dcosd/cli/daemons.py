@@ -168,7 +168,8 @@ def _agent_options(f: Callable) -> Callable:
 
 
 @click.command()
-@click.option("--master", "master_url", required=True, envvar="DCOSD_MASTER", help="URL of a master.")
+@click.option("--master", "master_url", required=True, envvar="DCOSD_MASTER",
+              help="URL of a master, or of several (comma-separated): any master of the cluster will do.")
 @click.option("--work-dir", type=click.Path(path_type=Path), envvar="DCOSD_WORK_DIR",
               help="Agent state and sandboxes (default /var/lib/dcosd/agent as root).")
 @click.option("--listen", default=f"0.0.0.0:{DEFAULT_AGENT_PORT}", show_default=True, envvar="DCOSD_AGENT_LISTEN",

@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 READ_INDEX_PATH = "/dcosd/internal/v1/read-index"
+# Compact the log into a snapshot after this many applied entries (tests lower it).
+SNAPSHOT_EVERY = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_EVERY", "5000"))
 # Answered by every master from its own state, leader or not.
 _LOCAL = {"/health", "/version", "/redirect", "/master/redirect", RAFT_PATH, READ_INDEX_PATH}
 _CLUSTER = "/dcosd/v1/cluster"  # the leader's view when there is one (follower lag), else this master's
@@ -82,7 +84,7 @@ class HighAvailability:
     def open_store(self, path: Any) -> RaftStore:
         self.store = RaftStore(path, self.my_id, list(self.peers), send=self.transport.send,
                                loop=asyncio.get_running_loop(), tick_seconds=self.tick_seconds,
-                               rejoin=self.rejoin, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
+                               rejoin=self.rejoin, snapshot_threshold=SNAPSHOT_EVERY, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
         self.transport.start(self.my_id)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
         return self.store

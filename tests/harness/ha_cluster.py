@@ -1,0 +1,161 @@
+"""Three (or five) `dcosd master --peers` processes, driven like an operator would.
+
+Each master may run under a command prefix (``ip netns exec NS``) at its own host address; by
+default all listen on 127.0.0.1 with different ports. Every process started is stopped by pid.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sqlite3
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tests.harness.cluster import DCOSD, Proc, free_port, wait_for
+
+SECRET = "test-cluster-secret"
+TOKEN = "test-operator-token"
+NODE_TABLES = {"raft_hard_state", "raft_log", "raft_snapshot", "raft_applied", "log", "sqlite_sequence"}
+
+
+class HaCluster:
+    def __init__(self, tmp: Path, ids: tuple[str, ...] = ("m1", "m2", "m3"), hosts: dict[str, str] | None = None,
+                 prefixes: dict[str, list[str]] | None = None, env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.ids = ids
+        self.hosts = hosts or {i: "127.0.0.1" for i in ids}
+        self.ports = {i: (5050 if hosts else free_port()) for i in ids}
+        self.prefixes = prefixes or {i: [] for i in ids}
+        self.env = env or {}
+        self.urls = {i: f"http://{self.hosts[i]}:{self.ports[i]}" for i in ids}
+        self.procs: dict[str, Proc] = {}
+        (tmp / "secret").write_text(SECRET + "\n")
+        (tmp / "token").write_text(TOKEN + "\n")
+        self.peers = ",".join(f"{i}={u}" for i, u in self.urls.items())
+
+    def data_dir(self, i: str) -> Path:
+        return self.tmp / f"master-{i}"
+
+    def start(self, i: str, *extra: str) -> Proc:
+        args = [*self.prefixes[i], *DCOSD, "master", "--data-dir", str(self.data_dir(i)),
+                "--listen", f"{self.hosts[i]}:{self.ports[i]}", "--peers", self.peers, "--id", i,
+                "--secret-file", str(self.tmp / "secret"), "--operator-token-file", str(self.tmp / "token"),
+                "--dns-listen", "off", "--log-level", "debug", *extra]
+        old = self.procs.get(i)
+        if old is not None:
+            old.stop()  # reaps it and closes its log
+        proc = Proc(args, self.tmp / f"master-{i}.log", env=self.env)
+        self.procs[i] = proc
+        return proc
+
+    def start_all(self) -> None:
+        for i in self.ids:
+            self.start(i)
+
+    def kill9(self, i: str) -> None:
+        self.procs[i].kill9()
+
+    def stop(self, i: str) -> None:
+        self.procs[i].stop()
+
+    def stop_all(self) -> None:
+        for p in self.procs.values():
+            p.stop()
+
+    def wipe(self, i: str) -> None:
+        shutil.rmtree(self.data_dir(i), ignore_errors=True)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+    def api(self, i: str, method: str, path: str, body: Any = None, timeout: float = 10) -> tuple[int, Any]:
+        """One call to master ``i``, following 307s by hand (same method, body and token)."""
+        url = self.urls[i] + path
+        data = None if body is None else json.dumps(body).encode()
+        for _ in range(5):
+            req = urllib.request.Request(url, data=data, method=method,
+                                         headers={"Authorization": f"Bearer {TOKEN}",
+                                                  "Content-Type": "application/json"})
+            try:
+                with _NO_REDIRECTS.open(req, timeout=timeout) as resp:
+                    raw = resp.read()
+                    return resp.status, json.loads(raw) if raw else None
+            except urllib.error.HTTPError as exc:
+                raw = exc.read()
+                if exc.code in (307, 308):
+                    url = urllib.parse.urljoin(url, exc.headers["Location"])
+                    continue
+                try:
+                    return exc.code, json.loads(raw)
+                except ValueError:
+                    return exc.code, raw.decode(errors="replace")
+        raise AssertionError(f"too many redirects for {method} {path}")
+
+    def redirect(self, i: str) -> tuple[int, str | None]:
+        req = urllib.request.Request(self.urls[i] + "/redirect", headers={"Authorization": f"Bearer {TOKEN}"})
+        try:
+            with _NO_REDIRECTS.open(req, timeout=5) as resp:
+                return resp.status, resp.headers.get("Location")
+        except urllib.error.HTTPError as exc:
+            exc.read()
+            return exc.code, exc.headers.get("Location")
+
+    def status(self, i: str) -> dict[str, Any]:
+        """Master ``i``'s own view: role, term, leader, commit and applied index."""
+        code, body = self.api(i, "GET", "/dcosd/v1/cluster?stale=1", timeout=3)
+        assert code == 200, body
+        me = next(m for m in body["masters"] if m.get("self"))
+        leader = next((m["id"] for m in body["masters"] if m["leader"]), None)
+        return {**me, "leader_id": leader}
+
+    def wait_leader(self, among: tuple[str, ...] | None = None, timeout: float = 20) -> str:
+        among = among or tuple(i for i in self.ids if i in self.procs and self.procs[i].alive())
+
+        def agreed() -> str | None:
+            views = [self.status(i) for i in among]
+            leaders = [v["id"] for v in views if v.get("role") == "leader"]
+            if len(leaders) == 1 and all(v["leader_id"] == leaders[0] for v in views):
+                return leaders[0]
+            return None
+
+        return wait_for(agreed, timeout=timeout, interval=0.05, what=f"one leader among {among}")
+
+    def wait_caught_up(self, among: tuple[str, ...], timeout: float = 20) -> int:
+        def same() -> int | None:
+            applied = {self.status(i)["applied_index"] for i in among}
+            return applied.pop() if len(applied) == 1 else None
+
+        return wait_for(same, timeout=timeout, what=f"{among} applied the same index")
+
+    def submit(self, i: str, task_id: str) -> int:
+        code, _ = self.api(i, "POST", "/dcosd/v1/tasks", {"task_id": task_id, "name": "w", "argv": ["true"],
+                                                           "resources": {"cpus": 0.01, "mem": 4}}, timeout=10)
+        return code
+
+    # -- state ----------------------------------------------------------------------------------
+    def dump(self, i: str) -> dict[str, list[tuple]]:
+        """Every replicated table of master ``i``'s SQLite file, sorted (safe while it runs: WAL)."""
+        db = sqlite3.connect(f"file:{self.data_dir(i) / 'state.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            tables = [r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+                      if r[0] not in NODE_TABLES]
+            return {t: sorted(db.execute(f'SELECT * FROM "{t}"'), key=repr) for t in sorted(tables)}
+        finally:
+            db.close()
+
+    def queued_ids(self, i: str) -> set[str]:
+        db = sqlite3.connect(f"file:{self.data_dir(i) / 'state.db'}?mode=ro", uri=True, timeout=10)
+        try:
+            return {r[0] for r in db.execute("SELECT task_id FROM queue UNION SELECT id FROM tasks")}
+        finally:
+            db.close()
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None
+
+
+_NO_REDIRECTS = urllib.request.build_opener(_NoRedirect)
