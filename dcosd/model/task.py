@@ -19,7 +19,7 @@ MAX_KILL_GRACE = 3600.0
 
 _SPEC_FIELDS = {
     "task_id", "name", "cmd", "argv", "env", "user", "resources", "kill_grace_seconds",
-    "framework_id", "labels", "executor_id",
+    "framework_id", "labels", "executor_id", "health_checks", "uris",
 }
 
 
@@ -54,6 +54,10 @@ class TaskSpec:
     framework_id: str = BUILTIN_TASKS_FRAMEWORK
     labels: Mapping[str, str] = field(default_factory=dict)
     executor_id: str | None = None
+    # Run on the agent beside the task (agent/health.py); results travel as `healthy` in status updates.
+    health_checks: tuple[Mapping[str, Any], ...] = ()
+    # Fetched into the sandbox before the command starts (http(s):// and file://).
+    uris: tuple[str, ...] = ()
 
     def command_line(self) -> list[str]:
         if self.argv is not None:
@@ -79,6 +83,10 @@ class TaskSpec:
             d["user"] = self.user
         if self.executor_id is not None:
             d["executor_id"] = self.executor_id
+        if self.health_checks:
+            d["health_checks"] = [dict(h) for h in self.health_checks]
+        if self.uris:
+            d["uris"] = list(self.uris)
         return d
 
     @classmethod
@@ -115,6 +123,13 @@ class TaskSpec:
         _require(resources.get("mem") >= 4, "resources.mem must be at least 4 (MB)")
         env = _str_map(data.get("env", {}), "env")
         labels = _str_map(data.get("labels", {}), "labels")
+        if "DCOSD_VIPS" in labels:  # the task's VIPs (dcosd/vips): refused here rather than ignored later
+            from dcosd.vips.table import VipError, parse_label
+
+            try:
+                parse_label(labels["DCOSD_VIPS"])
+            except VipError as exc:
+                raise ValidationError(f"labels.DCOSD_VIPS: {exc}") from None
         user = data.get("user")
         _require(user is None or (isinstance(user, str) and user.isprintable() and 0 < len(user) <= 64),
                  "user must be a user name")
@@ -127,6 +142,11 @@ class TaskSpec:
         _require(isinstance(fw, str) and fw != "", "framework_id must be a string")
         ex = data.get("executor_id")
         _require(ex is None or isinstance(ex, str), "executor_id must be a string")
+        checks = data.get("health_checks", [])
+        _require(isinstance(checks, list) and all(isinstance(h, Mapping) for h in checks),
+                 "health_checks must be a list of objects")
+        uris = data.get("uris", [])
+        _require(isinstance(uris, list) and all(isinstance(u, str) for u in uris), "uris must be a list of strings")
         return cls(
             task_id=task_id,
             name=name,
@@ -139,6 +159,8 @@ class TaskSpec:
             framework_id=fw,
             labels=labels,
             executor_id=ex,
+            health_checks=tuple(dict(h) for h in checks),
+            uris=tuple(uris),
         )
 
     def with_resources(self, resources: Resources) -> "TaskSpec":
