@@ -31,6 +31,7 @@ from dcosd.agent import fingerprint
 from dcosd.agent.checkpoint import Checkpoint
 from dcosd.agent.exec_api import ExecApi
 from dcosd.agent.files_api import FilesApi
+from dcosd.agent.health import CheckTarget, HealthMonitor
 from dcosd.agent.status_updates import StatusUpdateManager
 from dcosd.errors import ConfigError, DcosdError
 from dcosd.executor.base import ExecutorBackend, LaunchFailed, LaunchRequest, TaskEnded
@@ -90,6 +91,7 @@ class Agent:
         self.term = 0
         self.tasks: dict[str, LiveTask] = {}
         self.updates = StatusUpdateManager(self.checkpoint, self._send_updates)
+        self.health = HealthMonitor(self._health_changed, self._health_kill)
         self.registered = asyncio.Event()
         self._bg: list[asyncio.Task] = []
         self._runner: web.AppRunner | None = None
@@ -138,6 +140,7 @@ class Agent:
         for t in self._bg:
             t.cancel()
         await asyncio.gather(*self._bg, return_exceptions=True)
+        self.health.close()
         await self.vips.stop()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -168,6 +171,7 @@ class Agent:
             if r is not None and r.running:
                 if t.state is not TaskState.RUNNING:
                     await self._update(task_id, TaskState.RUNNING, message="re-adopted after agent restart")
+                self._start_health(task_id)
             elif r is not None and r.ended is not None:
                 await self._ended(r.ended, note=" (ended while the agent was down)")
             elif t.state is TaskState.STAGING:
@@ -309,7 +313,7 @@ class Agent:
 
     # -- tasks ---------------------------------------------------------------------
     async def _update(self, task_id: str, state: TaskState, *, reason: Reason | None = None, message: str = "",
-                      exit_code: int | None = None) -> None:
+                      exit_code: int | None = None, healthy: bool | None = None) -> None:
         update: dict[str, Any] = {"task_id": task_id, "state": state.value, "uuid": new_uuid(),
                                   "timestamp": time.time(), "agent_id": self.agent_id,
                                   "source": Source.AGENT.value, "message": message}
@@ -317,6 +321,10 @@ class Agent:
             update["reason"] = reason.value
         if exit_code is not None:
             update["exit_code"] = exit_code
+        if healthy is not None:
+            update["healthy"] = healthy
+        if state.terminal:
+            self.health.stop(task_id)
         t = self.tasks.get(task_id)
         if t is not None:
             t.state = state
@@ -351,6 +359,14 @@ class Agent:
             sandbox = self.backend.sandbox_path(task_id)
             await asyncio.get_running_loop().run_in_executor(None, _make_sandbox, sandbox, user)
             env = self._task_env(spec, t.resources, sandbox)
+            if spec.uris:
+                from dcosd.executor.fetcher import fetch
+
+                owner = None
+                if user is not None and os.geteuid() == 0:
+                    pw = pwd.getpwnam(user)
+                    owner = (pw.pw_uid, pw.pw_gid)
+                await fetch(spec.uris, sandbox, owner)
             await self.backend.launch(LaunchRequest(spec=spec, sandbox=sandbox, env=env, user=user))
         except LaunchFailed as exc:
             await self._update(task_id, TaskState.FAILED, reason=exc.reason, message=exc.message)
@@ -364,6 +380,7 @@ class Agent:
             t.launching = False
         if t.state is TaskState.STAGING:  # an exit may already have been reported
             await self._update(task_id, TaskState.RUNNING, message="command started")
+            self._start_health(task_id)
         if t.kill_requested:
             await self.backend.kill(task_id, float(t.spec.get("kill_grace_seconds", 3.0)))
 
@@ -383,6 +400,33 @@ class Agent:
                 env[f"PORT{i}"] = str(p)
         env.update(spec.env)
         return env
+
+    # -- health checks (agent/health.py) ----------------------------------------------
+    def _start_health(self, task_id: str) -> None:
+        t = self.tasks.get(task_id)
+        checks = t.spec.get("health_checks") if t is not None else None
+        if not checks or t is None:
+            return
+        spec = TaskSpec.from_dict(t.spec)
+        sandbox = self.backend.sandbox_path(task_id)
+        env = self._task_env(spec, t.resources, sandbox)
+        ports = [p for lo, hi in Resources.from_dict(t.resources).ports for p in range(lo, hi + 1)]
+        host = self.config.advertise_ip or self.config.host
+        if host in ("0.0.0.0", "", "::"):
+            host = "127.0.0.1"
+        self.health.start(task_id, checks, CheckTarget(host, ports, env, sandbox, self._task_user(spec)))
+
+    async def _health_changed(self, task_id: str, healthy: bool, message: str) -> None:
+        t = self.tasks.get(task_id)
+        if t is None or t.state.terminal or t.kill_requested:
+            return
+        await self._update(task_id, t.state, message=message, healthy=healthy)
+
+    async def _health_kill(self, task_id: str, message: str) -> None:
+        t = self.tasks.get(task_id)
+        if t is None or t.state.terminal:
+            return
+        await self._kill(task_id, float(t.spec.get("kill_grace_seconds", 3.0)))
 
     async def _kill(self, task_id: str, grace: float) -> None:
         t = self.tasks.get(task_id)

@@ -31,6 +31,7 @@ from dcosd.master.frameworks.builtin_tasks import BuiltinTasks
 from dcosd.master.frameworks.scheduling import Scheduling
 from dcosd.master.operator_api import MesosOperatorApi
 from dcosd.master.scheduler_api import SchedulerApi
+from dcosd.master.services import Services
 from dcosd.master.state.store import StateStore
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class Master:
         # Two-level scheduling: the DRF allocator loop, the scheduler API, the built-in task framework.
         self.scheduling = Scheduling(self)
         self.scheduling.builtins.append(BuiltinTasks())
+        self.services = Services(self)  # the Marathon-style service framework (master/services)
         self.scheduler_api = SchedulerApi(self)
         self.mesos_operator = MesosOperatorApi(self)
         self._runner: web.AppRunner | None = None
@@ -113,6 +115,7 @@ class Master:
         app.add_routes(self.agents.routes())
         app.add_routes(self.scheduler_api.routes())
         app.add_routes(self.mesos_operator.routes())
+        self.services.install(app)
         self.discovery = Discovery(self, self.config.dns)
         app.add_routes(self.discovery.routes())
         if self.ha is not None:
