@@ -1,0 +1,20 @@
+// Masters: the leader, every master's term, commit index and (seen from the leader) replication lag.
+import { api } from '../api.js';
+import { h, clear } from '../dom.js';
+
+export async function render(root, _params, bus) {
+  const body = h('div', { class: 'card' });
+  root.append(h('h1', {}, 'Masters'), body);
+  async function load() {
+    const c = await api('/dcosd/v1/cluster');
+    const opt = (v) => (v === undefined || v === null ? '-' : v);
+    clear(body, h('p', {}, 'Leader: ', h('strong', { id: 'leader' }, c.leader || 'none elected')),
+      h('table', {}, h('thead', {}, h('tr', {}, ['Master', 'ID', 'Role', 'Term', 'Commit index', 'Match index', 'Lag'].map((x) => h('th', {}, x)))),
+        h('tbody', {}, c.masters.map((m) => h('tr', { 'data-master': m.url },
+          h('td', {}, m.url), h('td', {}, opt(m.id)), h('td', {}, m.role || (m.leader ? 'leader' : 'follower')),
+          h('td', {}, m.term), h('td', {}, opt(m.commit_index)), h('td', {}, opt(m.match_index)), h('td', { class: 'lag' }, opt(m.lag)))))));
+  }
+  await load();
+  const iv = setInterval(load, 3000);  // lag moves without commits of interest: a slow poll
+  return { dispose() { clearInterval(iv); } };
+}
