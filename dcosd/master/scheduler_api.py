@@ -468,10 +468,16 @@ class SchedulerApi:
         outcome = await self.scheduling.accept(fid, offer_ids, ops, refuse)
         if not outcome.ok:
             why = f"{outcome.error}: {outcome.message}" if outcome.error else outcome.message
+            named = {}  # the agent each task_info names: the only one known when the offer is not
+            for op in raw_ops:
+                for ti in ((op.get("launch") or {}).get("task_infos") or
+                           ((op.get("launch_group") or {}).get("task_group") or {}).get("tasks") or []):
+                    if isinstance(ti, dict) and isinstance(ti.get("agent_id"), dict):
+                        named[_tid(ti)] = ti["agent_id"].get("value")
             for op in ops:
                 for t in op.tasks:
-                    await self._report(stream, t.spec["task_id"], outcome.agent_id or agent_id or
-                                       (t.spec.get("mesos") or {}).get("agent_id"),
+                    tid = t.spec["task_id"]
+                    await self._report(stream, tid, outcome.agent_id or agent_id or named.get(tid),
                                        TaskState.DROPPED, Reason.INVALID_OFFERS, why)
 
     async def _report(self, stream: SchedulerStream, task_id: str, agent_id: str | None, state: TaskState,
