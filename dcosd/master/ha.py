@@ -196,7 +196,7 @@ class HighAvailability:
             if pid == self.my_id:
                 d.update(role=st["role"], commit_index=st["commit"], applied_index=st["applied"],
                          last_index=st["last_index"], snapshot_index=st["snapshot_index"],
-                         rejoining=st["rejoining"], self=True)
+                         rejoining=st["rejoining"], self=True, leading=bool(self.master._tasks))
             if pid in followers:
                 f = followers[pid]
                 d.update(match_index=f["match"], lag=f["lag"], replication=f["state"], active=f["active"])

@@ -115,7 +115,7 @@ class HaCluster:
 
         def agreed() -> str | None:
             views = [self.status(i) for i in among]
-            leaders = [v["id"] for v in views if v.get("role") == "leader"]
+            leaders = [v["id"] for v in views if v.get("role") == "leader" and v.get("leading")]
             if len(leaders) == 1 and all(v["leader_id"] == leaders[0] for v in views):
                 return leaders[0]
             return None

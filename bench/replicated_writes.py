@@ -1,0 +1,161 @@
+"""Replicated writes: 3 dcosd masters vs 3 etcd members, loopback, fsync on, same run.
+
+Writes/s and p99 latency at 1, 16 and 64 concurrent clients (aiohttp, keep-alive, each client
+writing in a loop for --seconds). dcosd: POST /dcosd/v1/tasks to the leader (a task_submit
+command, ~200 bytes, committed on a majority, fsynced, applied). etcd (Debian's etcd-server,
+started here): PUT through its JSON gateway /v3/kv/put, 100-byte values, to the leader.
+
+    apt-get install -y etcd-server etcd-client
+    python bench/replicated_writes.py [--seconds 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import aiohttp
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from tests.harness.cluster import free_port, wait_for  # noqa: E402
+from tests.harness.ha_cluster import TOKEN, HaCluster  # noqa: E402
+
+LEVELS = (1, 16, 64)
+
+
+async def run_level(make_request, clients: int, seconds: float) -> tuple[float, float]:
+    lat: list[float] = []
+    errors: list[str] = []
+    stop = time.monotonic() + seconds
+    async with aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http:
+        async def client(c: int) -> None:
+            n = 0
+            while time.monotonic() < stop:
+                n += 1
+                t0 = time.perf_counter()
+                try:
+                    await make_request(http, c, n)
+                except RuntimeError as exc:  # counted, not timed: an unavailable cluster is reported
+                    errors.append(str(exc))
+                    await asyncio.sleep(0.05)
+                    continue
+                lat.append(time.perf_counter() - t0)
+
+        t0 = time.monotonic()
+        await asyncio.gather(*(client(c) for c in range(clients)))
+        elapsed = time.monotonic() - t0
+    lat.sort()
+    if errors:
+        print(f"  {len(errors)} writes refused, e.g. {errors[0][:160]}", flush=True)
+    return len(lat) / elapsed, lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+
+
+def dcosd_writer(url: str, run: str):
+    async def req(http: aiohttp.ClientSession, c: int, n: int) -> None:
+        body = {"task_id": f"{run}-{c}-{n}", "name": "b", "argv": ["true"], "resources": {"cpus": 0.01, "mem": 4}}
+        async with http.post(url + "/dcosd/v1/tasks", json=body, headers={"Authorization": f"Bearer {TOKEN}"}) as r:
+            await r.read()
+            if r.status != 201:
+                raise RuntimeError(f"dcosd answered {r.status}: {(await r.text())[:300]}")
+    return req
+
+
+def etcd_writer(url: str, run: str):
+    value = base64.b64encode(b"x" * 100).decode()
+
+    async def req(http: aiohttp.ClientSession, c: int, n: int) -> None:
+        key = base64.b64encode(f"{run}-{c}-{n}".encode()).decode()
+        async with http.post(url + "/v3/kv/put", json={"key": key, "value": value}) as r:
+            await r.read()
+            if r.status != 200:
+                raise RuntimeError(f"etcd answered {r.status}")
+    return req
+
+
+def start_etcd(tmp: Path) -> tuple[list[subprocess.Popen], list[str]]:
+    exe = shutil.which("etcd")
+    if exe is None:
+        raise SystemExit("etcd not found: apt-get install -y etcd-server etcd-client")
+    names = ["e1", "e2", "e3"]
+    peer = {n: free_port() for n in names}
+    client = {n: free_port() for n in names}
+    initial = ",".join(f"{n}=http://127.0.0.1:{peer[n]}" for n in names)
+    procs = []
+    for n in names:
+        log = open(tmp / f"{n}.log", "wb")
+        procs.append(subprocess.Popen([
+            exe, "--name", n, "--data-dir", str(tmp / n),
+            "--listen-peer-urls", f"http://127.0.0.1:{peer[n]}", "--initial-advertise-peer-urls",
+            f"http://127.0.0.1:{peer[n]}", "--listen-client-urls", f"http://127.0.0.1:{client[n]}",
+            "--advertise-client-urls", f"http://127.0.0.1:{client[n]}", "--initial-cluster", initial,
+            "--initial-cluster-state", "new", "--initial-cluster-token", "bench"], stdout=log, stderr=log))
+    urls = [f"http://127.0.0.1:{client[n]}" for n in names]
+    return procs, urls
+
+
+def etcd_leader(urls: list[str]) -> str:
+    import json
+
+    def find() -> str | None:
+        for u in urls:
+            req = urllib.request.Request(u + "/v3/maintenance/status", data=b"{}", method="POST")
+            with urllib.request.urlopen(req, timeout=2) as r:
+                st = json.loads(r.read())
+            if st.get("leader") and st["leader"] == st["header"]["member_id"]:
+                return u
+        return None
+
+    return wait_for(find, timeout=30, what="etcd leader")
+
+
+async def bench(name: str, writer_for, seconds: float) -> dict[int, tuple[float, float]]:
+    out = {}
+    for c in LEVELS:
+        out[c] = await run_level(writer_for(f"r{c}"), c, seconds)
+        print(f"{name:6s} {c:3d} clients: {out[c][0]:8.0f} writes/s  p99 {out[c][1] * 1000:7.1f} ms", flush=True)
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--seconds", type=float, default=5.0)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp(prefix="dcosd-replwrites-"))
+    (tmp / "dcosd").mkdir()
+    ha = HaCluster(tmp / "dcosd")
+    etcd_procs: list[subprocess.Popen] = []
+    try:
+        ha.start_all()
+        leader = ha.urls[ha.wait_leader(timeout=30)]
+        d = asyncio.run(bench("dcosd", lambda run: dcosd_writer(leader, run), args.seconds))
+        ha.stop_all()
+        etcd_procs, urls = start_etcd(tmp)
+        eleader = etcd_leader(urls)
+        e = asyncio.run(bench("etcd", lambda run: etcd_writer(eleader, run), args.seconds))
+    finally:
+        ha.stop_all()
+        for p in etcd_procs:
+            p.terminate()
+        for p in etcd_procs:
+            try:
+                p.wait(10)
+            except subprocess.TimeoutExpired:
+                p.kill()
+        shutil.rmtree(tmp, ignore_errors=True)
+    print("\nclients  dcosd w/s   etcd w/s  ratio   dcosd p99  etcd p99  ratio")
+    for c in LEVELS:
+        (dw, dp), (ew, ep) = d[c], e[c]
+        print(f"{c:7d} {dw:10.0f} {ew:10.0f} {dw / ew:6.2f}x {dp * 1000:9.1f}ms {ep * 1000:7.1f}ms {dp / ep:5.2f}x")
+
+
+if __name__ == "__main__":
+    main()
