@@ -14,6 +14,9 @@ if [ "$want" = test ]; then
   # the one-file binary, built by tests/system/test_binary.py through packaging/build.sh: binutils
   # (strip, objdump for PyInstaller), git (the commit it shows); the compilers are above.
   apt_packages+=(binutils git)
+  # the web UI's browser tests (tests/browser): Debian's Chromium, driven by the Python playwright package
+  # with executable_path=/usr/bin/chromium — playwright never downloads a browser of its own here.
+  apt_packages+=(chromium)
 fi
 missing=()
 for p in "${apt_packages[@]}"; do
