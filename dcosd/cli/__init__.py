@@ -58,9 +58,9 @@ def _print_version(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from dcosd.cli import daemons, dns, install, machines, nodes, tasks
+    from dcosd.cli import daemons, dns, install, jobs, machines, nodes, tasks
 
-    for module in (daemons, tasks, nodes, dns, install, machines):
+    for module in (daemons, tasks, nodes, dns, install, jobs, machines):
         for command in module.COMMANDS:
             cli.add_command(command)
 

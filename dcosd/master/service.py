@@ -29,6 +29,8 @@ from dcosd.master.api import OperatorApi
 from dcosd.master.ha import HighAvailability
 from dcosd.master.frameworks.builtin_tasks import BuiltinTasks
 from dcosd.master.frameworks.scheduling import Scheduling
+from dcosd.master.jobs.api import JobsApi
+from dcosd.master.jobs.framework import JobFramework
 from dcosd.master.operator_api import MesosOperatorApi
 from dcosd.master.scheduler_api import SchedulerApi
 from dcosd.master.services import Services
@@ -79,6 +81,8 @@ class Master:
         # Two-level scheduling: the DRF allocator loop, the scheduler API, the built-in task framework.
         self.scheduling = Scheduling(self)
         self.scheduling.builtins.append(BuiltinTasks())
+        self.jobs = JobFramework(self)  # the Metronome-style job framework (master/jobs)
+        self.scheduling.builtins.append(self.jobs)
         self.services = Services(self)  # the Marathon-style service framework (master/services)
         self.scheduler_api = SchedulerApi(self)
         self.mesos_operator = MesosOperatorApi(self)
@@ -115,6 +119,7 @@ class Master:
         app.add_routes(self.agents.routes())
         app.add_routes(self.scheduler_api.routes())
         app.add_routes(self.mesos_operator.routes())
+        app.add_routes(JobsApi(self, self.jobs).routes())
         self.services.install(app)
         self.discovery = Discovery(self, self.config.dns)
         app.add_routes(self.discovery.routes())

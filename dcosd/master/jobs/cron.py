@@ -89,6 +89,13 @@ def _instants(naive: dt.datetime, tz: ZoneInfo, both_folds: bool) -> list[float]
     return out
 
 
+def _steady(tz: ZoneInfo, t: float) -> bool:
+    """No UTC-offset change within _SHIFT of ``t``."""
+    span = _SHIFT.total_seconds()
+    offsets = {dt.datetime.fromtimestamp(x, tz).utcoffset() for x in (t - span, t, t + span)}
+    return len(offsets) == 1
+
+
 def _wall_candidates(expr: str, start: dt.datetime) -> Iterator[dt.datetime]:
     it = croniter(expr, start)
     for _ in range(_MAX_CANDIDATES):
@@ -104,6 +111,17 @@ def next_fire(expr: str, tz_name: str, after: float) -> float | None:
     tz = zone(tz_name)
     both = _hour_is_wildcard(expr)
     local = dt.datetime.fromtimestamp(after, tz).replace(tzinfo=None, fold=0)
+    # Fast path: away from any offset change wall-clock order is real-time order, so the first matching
+    # wall time after ``after`` is the answer. Checked at both ends, where an order swap could happen.
+    if _steady(tz, after):
+        for naive in _wall_candidates(expr, local.replace(microsecond=0) if local.microsecond else local):
+            found = [ts for ts in _instants(naive, tz, both) if ts > after]
+            if found:
+                if _steady(tz, found[0]):
+                    return found[0]
+                break
+        else:
+            return None
     # Start a little earlier in wall time: a later wall time may be an earlier instant around a switch.
     start = local.replace(second=0, microsecond=0) - _SHIFT
     best: float | None = None

@@ -175,17 +175,18 @@ def apply_job_run_launch(db: apsw.Connection, c: Command) -> dict[str, Any]:
         raise Conflict(f"agent {agent_id} is not active")
     t = c["task"]
     spec = t["spec"]
+    task_time = c.get("task_time", now)  # the task's own times are real time even under a test job clock
     if _one(db, "SELECT 1 FROM tasks WHERE id = ?", (spec["task_id"],)):
         raise Conflict(f"task {spec['task_id']} already exists")
     db.execute(
         "INSERT INTO tasks (id, name, framework_id, agent_id, state, spec, resources, role, alloc, created_at,"
         " updated_at) VALUES (?,?,?,?,?,?,?,?,?,?,?)",
         (spec["task_id"], spec["name"], spec["framework_id"], agent_id, TaskState.STAGING.value, json.dumps(spec),
-         json.dumps(t["resources"]), t["role"], json.dumps(t["alloc"]), now, now))
+         json.dumps(t["resources"]), t["role"], json.dumps(t["alloc"]), task_time, task_time))
     db.execute(
         "INSERT INTO task_statuses (task_id, seq, state, message, source, uuid, timestamp) VALUES (?,?,?,?,?,?,?)",
         (spec["task_id"], 1, TaskState.STAGING.value, f"job run {run_id} attempt {attempt} on agent {agent_id}",
-         Source.MASTER.value, c["uuid"], now))
+         Source.MASTER.value, c["uuid"], task_time))
     db.execute("INSERT INTO job_run_tasks (run_id, attempt, task_id, agent_id, launched_at) VALUES (?,?,?,?,?)",
                (run_id, attempt, spec["task_id"], agent_id, now))
     db.execute("UPDATE job_runs SET status = ?, attempts = ?, task_id = ?, started_at = COALESCE(started_at, ?),"
