@@ -45,7 +45,7 @@ def simulate(a, old_n, seed):
     nid = 100
     floor = math.ceil(a["instances"] * a["upgradeStrategy"]["minimumHealthCapacity"])
     cap = max(a["instances"], math.floor(a["instances"] * (1 + a["upgradeStrategy"]["maximumOverCapacity"])))
-    for _ in range(500):
+    for _ in range(2000):
         p = plan_app(a, "v2", live)
         live = [i for i in live if i.task_id not in p.kill]
         ready = sum(i.ready(True) for i in live)
@@ -57,9 +57,9 @@ def simulate(a, old_n, seed):
         assert len(live) <= cap
         if p.done:
             return live
-        # some starting instance becomes ready
+        # some starting instance becomes ready — or nothing changes before the planner looks again
         starting = [i for i in live if not i.ready(True)]
-        if starting:
+        if starting and rng.random() < 0.5:
             s = rng.choice(starting)
             live = [i if i is not s else inst(int(s.task_id[1:]), s.config_version, started=s.started) for i in live]
     raise AssertionError("the rolling replacement did not finish")

@@ -227,6 +227,8 @@ class ServiceFramework:
                 continue
             plan = plan_app(a.spec, a.config_version, instances)
             plans[app_id] = plan
+            if plan.kill or plan.launch:
+                log.debug("app %s: %s; launch %d, kill %s", app_id, plan.note, plan.launch, plan.kill)
             kills.extend(plan.kill)
             want = max(0, plan.launch - self._inflight.get(app_id, 0))
             if want:

@@ -85,10 +85,9 @@ def plan_app(app: Mapping, config_version: str, live: Sequence[Instance]) -> App
     killed = ready_olds[: min(can_kill, len(ready_olds))]
     remaining_old = len(ready_olds) - len(killed)
     plan.launch = max(0, min(n - len(new), cap - (remaining_old + len(new))))
-    if not killed and plan.launch == 0 and remaining_old and len(new) >= n and ready_new < n:
-        pass  # new instances are still starting: wait for them
-    elif not killed and plan.launch == 0 and remaining_old:
-        # No room either way (e.g. one instance with maximumOverCapacity 0): replace one at a time.
+    if not killed and plan.launch == 0 and remaining_old and all(i.ready(checked) for i in new):
+        # Nothing starting and no room either way (e.g. one instance with maximumOverCapacity 0):
+        # the only way forward is one instance at a time.
         killed = ready_olds[:1]
         remaining_old -= 1
     plan.kill.extend(i.task_id for i in killed)
