@@ -47,6 +47,17 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
     return env
 
 
+def _vip_label(vips: tuple[str, ...], nports: int) -> str:
+    from dcosd.vips.table import VipError, label_value
+
+    if len(vips) > nports:
+        raise ValidationError(f"--vip needs a host port for each VIP: {len(vips)} --vip, {nports} --port")
+    try:
+        return label_value(enumerate(vips))
+    except VipError as exc:
+        raise ValidationError(f"--vip: {exc}") from None
+
+
 @click.command(context_settings={"ignore_unknown_options": False})
 @click.option("--cpus", type=float, default=0.1, show_default=True, help="CPU shares (a CFS quota).")
 @click.option("--mem", type=float, default=32, show_default=True, help="Memory limit in MB.")
@@ -55,12 +66,18 @@ def _parse_env(pairs: tuple[str, ...]) -> dict[str, str]:
 @click.option("--env", "-e", multiple=True, metavar="K=V", help="Environment variable (repeatable).")
 @click.option("--user", help="Run as this user (default: the agent's default, nobody as root).")
 @click.option("--grace", type=float, default=3.0, show_default=True, help="Seconds between SIGTERM and SIGKILL.")
+@click.option("--port", "ports", type=click.IntRange(1, 65535), multiple=True, metavar="PORT",
+              help="Host port the task needs (repeatable; the task sees them, lowest first, as $PORT0, $PORT1, …).")
+@click.option("--vip", "vips", multiple=True, metavar="/NAME:PORT",
+              help="Balance NAME.marathon.l4lb.<domain>:PORT onto this task's host port (the i-th --vip "
+                   "onto the i-th lowest --port; repeatable).")
 @click.option("--wait", is_flag=True, help="Follow the task's output and exit with its exit code.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 @click.argument("command", nargs=-1, required=True)
 @click.pass_obj
 def run(obj: Any, cpus: float, mem: float, disk: float, name: str | None, env: tuple[str, ...], user: str | None,
-        grace: float, wait: bool, as_json: bool, command: tuple[str, ...]) -> int:
+        grace: float, ports: tuple[int, ...], vips: tuple[str, ...], wait: bool, as_json: bool,
+        command: tuple[str, ...]) -> int:
     """Run a command as a task somewhere in the cluster: dcosd run [OPTIONS] -- CMD [ARGS...]
 
     A single argument with spaces or shell syntax runs under /bin/sh -c.
@@ -75,6 +92,12 @@ def run(obj: Any, cpus: float, mem: float, disk: float, name: str | None, env: t
         spec["name"] = name
     if user:
         spec["user"] = user
+    if ports:
+        if len(set(ports)) != len(ports):
+            raise ValidationError("--port: each port once")
+        spec["resources"]["ports"] = [[p, p] for p in ports]
+    if vips:
+        spec["labels"] = {"DCOSD_VIPS": _vip_label(vips, len(ports))}
     client = obj.client
     task_id = client.post("/dcosd/v1/tasks", spec)["task_id"]
     if not wait:

@@ -29,6 +29,7 @@ from dcosd.master.state import views
 from dcosd.model.ids import BUILTIN_TASKS_FRAMEWORK
 from dcosd.model.resources import Resources
 from dcosd.model.states import TaskState
+from dcosd.vips.publisher import table_from_store
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -143,11 +144,12 @@ class Discovery:
                                  discovery_name=t["spec"].get("labels", {}).get("DCOSD_DISCOVERY_NAME"),
                                  healthy=t["healthy"]))
         serial = (store.query_one("SELECT COALESCE(MAX(idx), 0) FROM log") or (0,))[0]
+        vips = {(v.dns_label, v.ip) for v in table_from_store(store).vips}  # <vip>.marathon.l4lb.<domain>
         return snapshot_from(
             masters=[me], leader=me if self.master.is_leader else None,
             agents=[DnsAgent(a["id"], a["hostname"], _literal_ip(a["ip"])) for a in agents],
             frameworks=[DnsFramework(fid, name) for fid, name in names.items()],
-            tasks=tasks, serial=max(1, serial))
+            tasks=tasks, serial=max(1, serial), vips=sorted(vips))
 
     def _framework_names(self) -> dict[str, str]:
         """Names of registered frameworks, when the state has a frameworks table."""

@@ -35,6 +35,7 @@ from dcosd.master.operator_api import MesosOperatorApi
 from dcosd.master.scheduler_api import SchedulerApi
 from dcosd.master.services import Services
 from dcosd.master.state.store import StateStore
+from dcosd.vips.publisher import VipPublisher
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +124,8 @@ class Master:
         self.services.install(app)
         self.discovery = Discovery(self, self.config.dns)
         app.add_routes(self.discovery.routes())
+        self.vips = VipPublisher(self)
+        app.add_routes(self.vips.routes())
         if self.ha is not None:
             app.add_routes(self.ha.routes())
             app.middlewares.append(self.ha.middleware)
@@ -143,6 +146,7 @@ class Master:
         if self.ha is None:
             self.become_leader()  # one master: always the leader; with peers, Raft decides (ha.py)
         await self.discovery.start()
+        await self.vips.start()
         log.info("master listening on %s", self.advertise_url)
 
     def become_leader(self) -> None:
@@ -160,6 +164,8 @@ class Master:
         self.agents.close_all()
 
     async def stop(self) -> None:
+        if hasattr(self, "vips"):
+            await self.vips.stop()
         if hasattr(self, "discovery"):
             await self.discovery.stop()
         await self.step_down()

@@ -55,11 +55,12 @@ class _Entry:
 class _Side(asyncio.Protocol):
     """One end of a relayed connection; ``peer`` is the other end."""
 
-    def __init__(self, pipe: "_Pipe") -> None:
+    def __init__(self, pipe: "_Pipe", peer: "_Side | None" = None) -> None:
         self.pipe = pipe
         self.transport: Any = None
-        self.peer: "_Side | None" = None
+        self.peer = peer
         self.eof = False
+        self.linked = peer is None  # the client side always; a backend side once chosen
 
     def connection_made(self, transport: Any) -> None:
         self.transport = transport
@@ -81,7 +82,8 @@ class _Side(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
-        self.pipe.close()
+        if self.linked:
+            self.pipe.close()
 
     def pause_writing(self) -> None:
         if self.peer is not None and self.peer.transport is not None:
@@ -123,7 +125,9 @@ class _Pipe:
         loop = asyncio.get_running_loop()
         entry = self.entry
         for backend in entry.candidates():
-            side = _Side(self)
+            # Linked to the client before connecting: a backend may send and close before this
+            # coroutine resumes, and those bytes must reach the client.
+            side = _Side(self, peer=self.client)
             try:
                 await asyncio.wait_for(loop.create_connection(lambda: side, backend[0], backend[1]),
                                        self.proxy.connect_timeout)
@@ -136,11 +140,13 @@ class _Pipe:
                     side.transport.close()
                 return
             entry.failed_until.pop(backend, None)
-            self.backend_side, self.backend = side, backend
+            self.backend_side, self.backend, side.linked = side, backend, True
             entry.active[backend] = entry.active.get(backend, 0) + 1
-            side.peer, self.client.peer = self.client, side
+            self.client.peer = side
             self.proxy.accepted += 1
-            if self.client.transport is not None:
+            if side.transport is None:  # already closed by the backend (its bytes are forwarded)
+                self.close()
+            elif self.client.transport is not None:
                 self.client.transport.resume_reading()
             return
         self.proxy.refused += 1

@@ -22,6 +22,7 @@ name                                       type    value
 ``<fw>.<d>``, ``_framework._tcp.<fw>.<d>`` A, SRV  the scheduler, when its IP is known
 ``ns1.<d>``                                A       the DNS servers (default: every master)
 ``<d>``                                    SOA,NS  the zone
+``<vip>.marathon.l4lb.<d>``                A       a VIP's virtual address (dcosd/vips)
 =========================================  ======  =====================================
 
 ``<task>`` is the task name made one label (dots become ``-``); with a discovery name
@@ -117,6 +118,7 @@ class DnsSnapshot:
     frameworks: tuple[DnsFramework, ...] = ()
     tasks: tuple[DnsTask, ...] = ()
     serial: int = 1  # SOA serial: e.g. the replicated log index the snapshot was taken at
+    vips: tuple[tuple[str, str], ...] = ()  # (VIP DNS label, virtual IP): <label>.marathon.l4lb.<d> A
 
 
 @dataclass(frozen=True)
@@ -363,6 +365,8 @@ def build_records(snapshot: DnsSnapshot, config: DnsConfig = DnsConfig()) -> Rec
     b.add(domain, "NS", mname)
 
     enumeration = _task_records(b, snapshot, tail, agent_ips)
+    for vip_label, vip_ip in snapshot.vips:
+        b.add_ip(f"{vip_label}.marathon.l4lb{tail}", vip_ip)
 
     return RecordSet(
         domain=domain,
@@ -497,6 +501,8 @@ def snapshot_from(
     frameworks: Iterable[DnsFramework] = (),
     tasks: Iterable[DnsTask] = (),
     serial: int = 1,
+    vips: Iterable[tuple[str, str]] = (),
 ) -> DnsSnapshot:
     """A snapshot from any iterables (the dataclass itself wants tuples)."""
-    return DnsSnapshot(tuple(masters), leader, tuple(agents), tuple(frameworks), tuple(tasks), serial)
+    return DnsSnapshot(tuple(masters), leader, tuple(agents), tuple(frameworks), tuple(tasks), serial,
+                       tuple(vips))
