@@ -268,7 +268,31 @@ class NodeOps:
         body = await read_json(request) if request.can_read_body else {}
         result = await self.master.store.propose({"type": "node_drain", "agent_id": a["id"], "time": time.time(),
                                                   "who": who(request), "reason": str(body.get("reason", ""))})
-        return json_response({**result, "hostname": a["hostname"]})
+        moving = await self._move_services(a["id"]) if result.get("changed") else {}
+        return json_response({**result, "hostname": a["hostname"], "services": moving})
+
+    async def _move_services(self, agent_id: str) -> dict[str, Any]:
+        """Service instances leave a drained node by a restart deployment of each app with an instance there.
+
+        The node takes no offers any more, so every replacement lands elsewhere, and the services
+        framework's rolling replacement keeps each app at its upgradeStrategy.minimumHealthCapacity.
+        """
+        services = getattr(self.master, "services", None)
+        if services is None:
+            return {}
+        from dcosd.master.services import reads
+
+        apps = sorted({t.app_id for t in reads.live_tasks(self.master.store) if t.agent_id == agent_id and t.app_id})
+        out: dict[str, Any] = {}
+        for app_id in apps:
+            row = reads.app(self.master.store, app_id)
+            if row is None:
+                continue
+            try:
+                out[app_id] = await services.api._deploy({app_id: row.spec}, force=False, restart=[app_id])
+            except Exception as exc:  # noqa: BLE001 — e.g. a deployment already running: say so, keep going
+                out[app_id] = {"error": getattr(exc, "message", str(exc))}
+        return out
 
     async def undrain(self, request: web.Request) -> web.Response:
         self.master.require_operator(request)
