@@ -197,6 +197,10 @@ def test_jobs_on_real_time(real, tmp_path):
     cp = m.cli("job", "show", "nope")
     assert cp.returncode == 3 and cp.stderr.count("\n") == 1
 
+    assert m.api("GET", "/v1/jobs", token="")[0] == 401  # operator token required (auth is on)
+    assert m.api("POST", "/v1/jobs/exit7/runs", {}, token="wrong")[0] == 401
+    table = m.cli("job", "list", check=True).stdout
+    assert table.startswith("ID") and "* * * * * UTC" in table
     listed = json.loads(m.cli("job", "list", "--json", check=True).stdout)
     assert {j["id"] for j in listed} == {"tick", "exit7", "flaky", "slow"}
 
