@@ -120,7 +120,7 @@ def under_systemd(binary: Path, runs: int, n_tasks: int) -> dict[str, Any]:
     m = bm.start_machine(sandbox_mod)
     out: dict[str, Any] = {}
     try:
-        m.run([str(binary), "install", "master", "--listen", f"127.0.0.1:{m.master_port}"])
+        m.run([str(binary), "install", "master", "--listen", f"127.0.0.1:{m.master_port}", "--set", "dns-listen=off"])
         m.run([str(binary), "install", "agent", "--master", m.master_url, "--listen", f"127.0.0.1:{m.agent_port}"])
         for role in ("master", "agent"):
             out[f"ready_{role}"] = {"binary": to_ready(m, f"dcosd-{role}.service", runs)}
@@ -134,7 +134,8 @@ def under_systemd(binary: Path, runs: int, n_tasks: int) -> dict[str, Any]:
         units = {"master": "bench-src-master.service", "agent": "bench-src-agent.service"}
         starts = {
             "master": ["systemd-run", "--quiet", f"--unit={units['master']}", "-p", "RemainAfterExit=no", *src,
-                       "master", "--listen", f"127.0.0.1:{src_master_port}", "--data-dir", "/tmp/src/master"],
+                       "master", "--listen", f"127.0.0.1:{src_master_port}", "--data-dir", "/tmp/src/master",
+                       "--dns-listen", "off"],
             "agent": ["systemd-run", "--quiet", f"--unit={units['agent']}", *src, "agent", "--master",
                       f"http://127.0.0.1:{src_master_port}", "--secret-file", "/tmp/src/master/cluster.secret",
                       "--listen", f"127.0.0.1:{src_agent_port}", "--work-dir", "/tmp/src/agent"],

@@ -23,6 +23,7 @@ exec 9>build/.lock
 flock 9
 
 python=${PYTHON:-python3}
+"$python" packaging/check_pins.py
 venv=.venv-build
 req=packaging/requirements-build.txt
 if [ "$("$python" -c 'import sysconfig; print(sysconfig.get_config_var("Py_ENABLE_SHARED"))')" != 1 ]; then

@@ -96,6 +96,27 @@ def test_binary_runs_with_an_empty_environment(built_binary: Path) -> None:
     assert r2.stdout.splitlines()[:2] == lines[:2]
 
 
+def test_children_get_the_hosts_environment(built_binary: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A task of the binary's agent (process backend, no systemd) sees none of the bootloader's variables."""
+    from harness import cluster as harness
+
+    monkeypatch.setattr(harness, "DCOSD", [str(built_binary)])
+    tmp = harness.world_readable_tmp("dcosd-binary-env-")
+    factory = harness.ClusterFactory(tmp)
+    try:
+        master = factory.master()
+        factory.agent(master, "--backend", "process")
+        r = master.cli("run", "--wait", "--", "env", check=True)
+        assert "PATH=" in r.stdout, r
+        for leak in ("_PYI_", "_MEI", "LD_LIBRARY_PATH"):
+            assert leak not in r.stdout, r.stdout
+    finally:
+        factory.stop_all()
+        for work in tmp.glob("agent-*"):
+            harness.kill_tree_of_tasks(work)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def test_install_refuses_without_root_or_systemd(built_binary: Path, machine: Machine) -> None:
     # systemd is not PID 1: a mount namespace whose /run has no /run/systemd/system.
     r = subprocess.run(["unshare", "--mount", "--propagation", "private", "sh", "-c",
@@ -117,7 +138,9 @@ def test_install_refuses_without_root_or_systemd(built_binary: Path, machine: Ma
 @pytest.fixture(scope="module")
 def installed(machine: Machine, built_binary: Path) -> Machine:
     m = machine
-    r = m.run([str(built_binary), "install", "master", "--listen", f"127.0.0.1:{m.master_port}"])
+    # DNS off: the sandbox shares the host's network, and port 53 of 127.0.0.1 may be taken there.
+    r = m.run([str(built_binary), "install", "master", "--listen", f"127.0.0.1:{m.master_port}",
+               "--set", "dns-listen=off"])
     assert "reloaded   systemd" in r.stdout and "started    dcosd-master.service  (ready)" in r.stdout, r.stdout
     r = m.run([str(built_binary), "install", "agent", "--master", m.master_url,
                "--listen", f"127.0.0.1:{m.agent_port}"])
