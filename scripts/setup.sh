@@ -33,3 +33,21 @@ extras=systemd
 [ "$want" = test ] && extras=systemd,test
 # (this machine's pip.conf names local indexes that may not exist: their warnings are noise)
 .venv/bin/python -m pip install -q --disable-pip-version-check -e ".[$extras]" 2> >(grep -v "is ignored: it is neither" >&2)
+
+if [ "$want" = test ]; then
+  # tests/compat: pymesos 0.3.15, as COMPAT.md §1 says. Its dependency http-parser does not compile on
+  # Python 3.11, so pymesos goes in without dependencies and http-parser's pure-Python parser
+  # (http_parser.pyparser, which pymesos falls back to) is unpacked from the sdist into site-packages.
+  .venv/bin/python -m pip install -q --disable-pip-version-check --no-deps pymesos==0.3.15 six addict \
+    2> >(grep -v "is ignored: it is neither" >&2)
+  site=$(.venv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  if [ ! -f "$site/http_parser/pyparser.py" ]; then
+    tmp=$(mktemp -d)
+    .venv/bin/python -m pip download -q --disable-pip-version-check --no-deps --no-binary :all: -d "$tmp" \
+      http-parser==0.9.0 2> >(grep -v "is ignored: it is neither" >&2)
+    tar -xzf "$tmp"/http-parser-0.9.0.tar.gz -C "$tmp"
+    mkdir -p "$site/http_parser"
+    cp "$tmp"/http-parser-0.9.0/http_parser/{__init__,_socketio,http,pyparser,reader,util}.py "$site/http_parser/"
+    rm -rf "$tmp"
+  fi
+fi

@@ -30,6 +30,7 @@ from dcosd import __version__
 from dcosd.agent import fingerprint
 from dcosd.agent.checkpoint import Checkpoint
 from dcosd.agent.exec_api import ExecApi
+from dcosd.agent.executor_api import ExecutorManager
 from dcosd.agent.files_api import FilesApi
 from dcosd.agent.health import CheckTarget, HealthMonitor
 from dcosd.agent.status_updates import StatusUpdateManager
@@ -99,6 +100,7 @@ class Agent:
         self.bound_port = config.port
         self.heartbeat_interval = 2.0
         self.vips = AgentVips(config.vips)
+        self.executors = ExecutorManager(self)  # Mesos custom executors (/api/v1/executor)
 
     # -- lifecycle -----------------------------------------------------------------
     async def start(self) -> None:
@@ -121,6 +123,7 @@ class Agent:
         app = make_app()
         app.add_routes(FilesApi(self).routes())
         app.add_routes(ExecApi(self).routes())
+        app.add_routes(self.executors.routes())
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
         site = web.TCPSite(self._runner, cfg.host, cfg.port, reuse_address=True)
@@ -142,6 +145,7 @@ class Agent:
         await asyncio.gather(*self._bg, return_exceptions=True)
         self.health.close()
         await self.vips.stop()
+        await self.executors.close()
         if self._runner is not None:
             await self._runner.cleanup()
         if hasattr(self, "http"):
@@ -300,6 +304,8 @@ class Agent:
                     await self._kill(msg["task_id"], float(msg.get("grace", 3.0)))
                 elif msg["type"] == "vips":
                     self.vips.on_message(msg)
+                elif msg["type"] in ("framework_message", "shutdown_executor"):
+                    await self.executors.on_master_message(msg)
 
     async def _send_updates(self, updates: list[dict]) -> list[str]:
         if not self.registered.is_set():
@@ -309,7 +315,34 @@ class Agent:
             body = await resp.json(content_type=None)
             if resp.status != 200:
                 raise DcosdError(f"status refused ({resp.status}): {body.get('message')}")
-            return list(body["acked"])
+            acked = list(body["acked"])
+            self.executors.acked(acked)  # custom executors learn their updates are committed
+            return acked
+
+    async def executor_task_update(self, task_id: str, state: TaskState, *, reason: Reason | None = None,
+                                   message: str = "", uuid: str | None = None, timestamp: float | None = None,
+                                   source: Source = Source.AGENT, healthy: bool | None = None) -> None:
+        """A status of a task run by a custom executor (its own uuid), checkpointed and forwarded like ours."""
+        update: dict[str, Any] = {"task_id": task_id, "state": state.value, "uuid": uuid or new_uuid(),
+                                  "timestamp": timestamp or time.time(), "agent_id": self.agent_id,
+                                  "source": source.value, "message": message[:4096]}
+        if reason is not None:
+            update["reason"] = reason.value
+        if healthy is not None:
+            update["healthy"] = healthy
+        t = self.tasks.get(task_id)
+        if t is not None:
+            if t.state.terminal:
+                return
+            t.state = state
+        await self.updates.record(update)
+
+    async def forward_framework_message(self, framework_id: str, executor_id: str, data: str) -> None:
+        async with self.http.post(self._internal(f"/{self.agent_id}/framework-message"),
+                                  json={"framework_id": framework_id, "executor_id": executor_id, "data": data},
+                                  timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            if resp.status >= 300:
+                raise DcosdError(f"framework message refused ({resp.status})")
 
     # -- tasks ---------------------------------------------------------------------
     async def _update(self, task_id: str, state: TaskState, *, reason: Reason | None = None, message: str = "",
@@ -349,6 +382,9 @@ class Agent:
 
     async def _launch(self, task_id: str) -> None:
         t = self.tasks[task_id]
+        if self.executors.is_executor_task(t.spec):
+            await self.executors.launch(task_id, t.spec, t.resources)  # its framework's executor runs it
+            return
         t.launching = True
         try:
             spec = TaskSpec.from_dict(t.spec)
@@ -436,6 +472,9 @@ class Agent:
         if t.state.terminal:
             return
         t.kill_requested = True
+        if self.executors.run_of(task_id) is not None:
+            await self.executors.kill(task_id, grace)
+            return
         if t.launching or t.state is TaskState.STAGING:
             return  # killed as soon as the launch returns
         await self.backend.kill(task_id, grace)
@@ -444,6 +483,9 @@ class Agent:
         asyncio.get_running_loop().create_task(self._ended(ended))
 
     async def _ended(self, ended: TaskEnded, note: str = "") -> None:
+        if self.executors.owns(ended.task_id):
+            await self.executors.on_exit(ended)
+            return
         t = self.tasks.get(ended.task_id)
         if t is not None and t.state.terminal:
             return

@@ -167,7 +167,21 @@ class SchedulerApi:
         self.calls = 0
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post("/api/v1/scheduler", self.handle), web.post("/master/api/v1/scheduler", self.handle)]
+        return [web.post("/api/v1/scheduler", self.handle), web.post("/master/api/v1/scheduler", self.handle),
+                web.post("/dcosd/internal/v1/agents/{agent_id}/framework-message", self.agent_message)]
+
+    async def agent_message(self, request: web.Request) -> web.Response:
+        """An executor's MESSAGE, relayed by its agent, goes to the framework as a MESSAGE event."""
+        self.master.require_agent_secret(request)
+        body = await read_json(request)
+        if not isinstance(body, dict) or not all(isinstance(body.get(k), str) for k in ("framework_id", "executor_id")):
+            raise ValidationError("framework-message needs framework_id, executor_id and data")
+        stream = self.streams.get(body["framework_id"])
+        if stream is not None:
+            stream.send({"type": "MESSAGE", "message": {"agent_id": wrap(request.match_info["agent_id"]),
+                                                        "executor_id": wrap(body["executor_id"]),
+                                                        "data": body.get("data", "")}})
+        return web.Response(status=202)
 
     @property
     def scheduling(self) -> Any:
