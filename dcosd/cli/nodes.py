@@ -14,6 +14,14 @@ def _res(r: dict[str, Any]) -> str:
     return f"cpus={r.get('cpus', 0):g} mem={r.get('mem', 0):g}"
 
 
+def _allocation(a: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """What the allocator holds on the node: offered to frameworks, allocated to tasks, reserved by role."""
+    if not a:
+        return [("allocation", "- (the allocator runs on the leading master)")]
+    reserved = "; ".join(f"{role}: {_res(r)}" for role, r in a["reserved"].items()) or "-"
+    return [("offered", _res(a["offered"])), ("allocated", _res(a["allocated"])), ("reserved", reserved)]
+
+
 @click.group()
 def node() -> None:
     """Inspect the agents (nodes) of the cluster."""
@@ -50,6 +58,7 @@ def node_show(obj: Any, node_id: str, as_json: bool) -> None:
         ("backend", f"{b.get('backend', '?')} (cgroup {b.get('cgroup_version', '?')},"
                     f" host layout {b.get('cgroup_layout', '?')})"),
         ("total", _res(n["resources"])), ("used", _res(n["used"])), ("free", _res(n["free"])),
+        *_allocation(n.get("allocation")),
         ("ports", ",".join(f"{a}-{z}" for a, z in n["resources"].get("ports", []))),
         ("attributes", ";".join(f"{k}:{v}" for k, v in n["attributes"].items()) or "-"),
         ("registered", when(n["registered_at"])), ("version", n.get("version"))])

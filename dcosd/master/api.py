@@ -176,6 +176,8 @@ class OperatorApi:
         alloc = views.allocated_by_agent(self.master.store).get(a["id"], Resources())
         node = self._node(a, alloc)
         node["tasks"] = views.live_tasks_on_agent(self.master.store, a["id"])
+        # The allocator's view (leader memory): offered, allocated, reserved by role, available.
+        node["allocation"] = self.master.scheduling.agent_view(a["id"])
         return json_response(node)
 
     async def cluster(self, request: web.Request) -> web.Response:
