@@ -96,6 +96,19 @@ def test_binary_runs_with_an_empty_environment(built_binary: Path) -> None:
     assert r2.stdout.splitlines()[:2] == lines[:2]
 
 
+def test_binary_carries_every_data_file_of_the_package(built_binary: Path) -> None:
+    """Catalogue, web UI, notes: whatever dcosd/ holds besides Python is in the binary, with no spec change."""
+    viewer = REPO / ".venv-build" / "bin" / "pyi-archive_viewer"
+    listing = subprocess.run([str(viewer), "--list", str(built_binary)], capture_output=True, text=True,
+                             timeout=120).stdout
+    bundled = {line.rsplit(",", 1)[-1].strip().strip("'") for line in listing.splitlines()}
+    shipped = {str(p.relative_to(REPO)) for p in (REPO / "dcosd").rglob("*")
+               if p.is_file() and p.suffix not in (".py", ".pyc", ".pyi") and "__pycache__" not in p.parts}
+    assert shipped, "the package ships no data files?"
+    assert shipped - bundled == set()
+    assert {f"systemd/{n}" for n in ("dcosd-master.service", "dcosd-agent.service", "dcosd-tasks.slice")} <= bundled
+
+
 def test_children_get_the_hosts_environment(built_binary: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """A task of the binary's agent (process backend, no systemd) sees none of the bootloader's variables."""
     from harness import cluster as harness
