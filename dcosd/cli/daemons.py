@@ -162,6 +162,8 @@ def _agent_options(f: Callable) -> Callable:
                      help="User tasks run as when they name none (default nobody, as root)."),
         click.option("--allow-root-tasks", is_flag=True, envvar="DCOSD_ALLOW_ROOT_TASKS",
                      help="Allow tasks to run as root."),
+        click.option("--vips/--no-vips", default=True, show_default=True, envvar="DCOSD_VIPS",
+                     help="Serve the cluster's VIPs on this machine (addresses on lo; needs root)."),
     ]):
         f = opt(f)
     return f
@@ -181,7 +183,7 @@ def _agent_options(f: Callable) -> Callable:
 @_log_option
 def agent(master_url: str, work_dir: Path | None, listen: str, secret: str | None, secret_file: str | None,
           advertise_ip: str | None, backend: str | None, resources_text: str, attributes_text: str,
-          hostname: str | None, default_user: str | None, allow_root_tasks: bool, log_level: str) -> None:
+          hostname: str | None, default_user: str | None, allow_root_tasks: bool, vips: bool, log_level: str) -> None:
     """Run an agent: offer this machine's resources and run tasks."""
     from dcosd.agent import fingerprint
     from dcosd.agent.service import Agent, AgentConfig
@@ -193,7 +195,8 @@ def agent(master_url: str, work_dir: Path | None, listen: str, secret: str | Non
                       secret=read_secret(secret, secret_file), host=host, port=port, backend=backend,
                       resources=fingerprint.parse_resources(resources_text),
                       attributes=fingerprint.parse_attributes(attributes_text), hostname=hostname,
-                      advertise_ip=advertise_ip, default_user=default_user, allow_root_tasks=allow_root_tasks)
+                      advertise_ip=advertise_ip, default_user=default_user, allow_root_tasks=allow_root_tasks,
+                      vips=vips)
     if cfg.secret is None:
         log.warning("no cluster secret given (--secret/--secret-file): a master will refuse this agent")
 
@@ -228,7 +231,8 @@ SAMPLE_SERVICE = {
 @_dns_options
 @_log_option
 def up(data_dir: Path | None, port: int, agent_port: int, sample: bool, backend: str | None, resources_text: str,
-       attributes_text: str, hostname: str | None, default_user: str | None, allow_root_tasks: bool, dns_listen: str,
+       attributes_text: str, hostname: str | None, default_user: str | None, allow_root_tasks: bool, vips: bool,
+       dns_listen: str,
        dns_domain: str, dns_ttl: int, dns_upstreams: tuple[str, ...], log_level: str) -> None:
     """A one-machine cluster: master and agent in this process, on 127.0.0.1."""
     from dcosd.agent import fingerprint
@@ -247,7 +251,7 @@ def up(data_dir: Path | None, port: int, agent_port: int, sample: bool, backend:
                            host="127.0.0.1", port=agent_port, backend=backend,
                            resources=fingerprint.parse_resources(resources_text),
                            attributes=fingerprint.parse_attributes(attributes_text), hostname=hostname,
-                           default_user=default_user, allow_root_tasks=allow_root_tasks)
+                           default_user=default_user, allow_root_tasks=allow_root_tasks, vips=vips)
         a = Agent(acfg)
         try:
             await a.start()
