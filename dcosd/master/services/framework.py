@@ -48,6 +48,7 @@ FRAMEWORK_ID = reads.FRAMEWORK_ID
 ROLE = "*"
 REFUSE_SECONDS = 1.0
 RECONCILE_INTERVAL = 1.0
+COALESCE = 0.02
 # A launch that never reached TASK_RUNNING (agent never got it, or died with it) is given up after this.
 LAUNCH_TIMEOUT = 60.0
 # A task that ran at least this long before failing does not count as a crash loop.
@@ -186,6 +187,7 @@ class ServiceFramework:
                 await asyncio.wait_for(self._wake.wait(), RECONCILE_INTERVAL)
             except asyncio.TimeoutError:
                 pass
+            await asyncio.sleep(COALESCE)  # a burst of commits (status updates) makes one pass
             self._wake.clear()
             try:
                 await self.reconcile()
@@ -382,6 +384,8 @@ class ServiceFramework:
         views = [OfferView(o.offer_id, o.agent_id, Place(o.hostname, dict(o.attributes)), o.resources.flatten())
                  for o in offers]
         matches, left = match(wanted, views)
+        log.debug("%d offer(s) for %s: %d instance(s) placed", len(offers), needs,
+                  sum(len(m.launches) for m in matches))
         for a, n in needs.items():
             self._needs[a] = left.get(a, 0)
         jobs = []
