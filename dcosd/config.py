@@ -70,8 +70,12 @@ def cli_token(flag: str | None) -> str | None:
     token = flag or os.environ.get("DCOSD_TOKEN") or load_toml(cli_config_path()).get("token")
     if token:
         return str(token).strip()
-    # On a master machine, root may use the master's own operator token.
-    local = default_data_dir() / "master" / "operator.token"
+    # On a master machine, root may use the master's own operator token (in its configured data dir).
+    try:
+        configured = daemon_default_map()["master"].get("data_dir")
+    except ConfigError:
+        configured = None
+    local = (Path(configured) if configured else default_data_dir() / "master") / "operator.token"
     try:
         return local.read_text().strip() or None
     except OSError:

@@ -5,6 +5,7 @@ What lands where (every path built here, nowhere else)::
     /usr/local/bin/dcosd                  the binary (a copy of the running one-file binary)
     /etc/dcosd/dcosd.toml                 settings, one table per role: [master], [agent]
     /etc/systemd/system/dcosd-master.service, dcosd-agent.service, dcosd-tasks.slice
+    /etc/systemd/system/dcosd-master.service.d/data-dir.conf   only for a --data-dir elsewhere
     /var/lib/dcosd/                       data (StateDirectory= of the units); kept unless --purge
 
 Both directions are idempotent: a step whose result is already there is reported as unchanged
@@ -33,7 +34,6 @@ BIN_PATH = Path("/usr/local/bin/dcosd")
 CONFIG_PATH = Path("/etc/dcosd/dcosd.toml")
 UNIT_DIR = Path("/etc/systemd/system")
 DATA_DIR = Path("/var/lib/dcosd")
-MASTER_SECRET = DATA_DIR / "master" / "cluster.secret"
 TASK_SLICE = "dcosd-tasks.slice"
 TOP_SLICE = "dcosd.slice"  # the tasks slice's parent, implied by its name
 ROLES = ("master", "agent")
@@ -192,9 +192,12 @@ def install(role: str, settings: dict[str, Any], binary: Path | None, say: Calla
     service = unit_name(role)
     say(f"installing the dcosd {role}:")
     run.copy_binary(src)
-    run.write_file(CONFIG_PATH, merged_config(CONFIG_PATH, role, settings), 0o640, "config")
+    config = merged_config(CONFIG_PATH, role, settings)
+    run.write_file(CONFIG_PATH, config, 0o640, "config")
     for name in role_units(role):
         run.write_file(UNIT_DIR / name, (units / name).read_text(), 0o644, "units")
+    if role == "master":
+        master_data_dir(run, tomllib.loads(config).get("master", {}).get("data_dir"))
     if not run.is_enabled(service):
         run.systemctl("enable", "--no-reload", service)
         say(f"  enabled    {service}  (starts at boot)")
@@ -214,6 +217,42 @@ def install(role: str, settings: dict[str, Any], binary: Path | None, say: Calla
                                f"{run.journal_tail(service)}\n(see: journalctl -u {service})")
         say(f"  {verb + 'ed':<10} {service}  (ready)")
     say(f"dcosd {role} is running; logs: journalctl -u {service} -f; config: {CONFIG_PATH} [{role}]")
+
+
+def master_data_dir(run: Run, data_dir: str | None) -> None:
+    """The master unit has ProtectSystem=strict: a --data-dir outside /var/lib/dcosd gets a drop-in
+    that makes it writable (created now: systemd refuses to start with a missing ReadWritePaths=)."""
+    drop_in = UNIT_DIR / f"{unit_name('master')}.d" / "data-dir.conf"
+    path = Path(data_dir).resolve() if data_dir else None
+    if path is None or path == DATA_DIR or DATA_DIR in path.parents:
+        if drop_in.exists():
+            drop_in.unlink()
+            run.say(f"  removed    {drop_in}")
+            run.changed.add("units")
+        return
+    path.mkdir(parents=True, exist_ok=True)
+    run.write_file(drop_in, "# Written by `dcosd install master`: its data directory lies outside /var/lib/dcosd.\n"
+                   f"[Service]\nReadWritePaths={path}\n", 0o644, "units")
+
+
+def configured_dirs() -> dict[str, Path]:
+    """Data directories named in the config file ([master] data_dir, [agent] work_dir), if any."""
+    try:
+        data = tomllib.loads(CONFIG_PATH.read_text())
+    except (OSError, tomllib.TOMLDecodeError):
+        return {}
+    out = {}
+    for role, key in (("master", "data_dir"), ("agent", "work_dir")):
+        table = data.get(role) or {}
+        value = table.get(key) or table.get(key.replace("_", "-"))
+        if value:
+            out[role] = Path(str(value))
+    return out
+
+
+def local_master_secret() -> Path:
+    """The cluster secret of a master installed on this machine (its data directory may be configured)."""
+    return configured_dirs().get("master", DATA_DIR / "master") / "cluster.secret"
 
 
 def installed_roles() -> list[str]:
@@ -253,6 +292,11 @@ def uninstall(purge: bool, say: Callable[[str], None] = print) -> None:
                 path.unlink()
                 say(f"  removed    {path}")
                 run.changed.add("units")
+        drop_ins = UNIT_DIR / f"{unit_name(role)}.d"
+        if drop_ins.is_dir():
+            shutil.rmtree(drop_ins)
+            say(f"  removed    {drop_ins}")
+            run.changed.add("units")
     if "units" in run.changed:
         run.systemctl("daemon-reload")
         say("  reloaded   systemd (daemon-reload)")
@@ -261,14 +305,17 @@ def uninstall(purge: bool, say: Callable[[str], None] = print) -> None:
         BIN_PATH.unlink()
         say(f"  removed    {BIN_PATH}")
         run.changed.add("binary")
+    elsewhere = [p for p in configured_dirs().values() if p.exists() and DATA_DIR not in p.resolve().parents]
     if purge:
+        for path in elsewhere:
+            say(f"  not purged {path}  (a configured data directory outside {DATA_DIR}: remove it by hand)")
         for path in (CONFIG_PATH.parent, DATA_DIR):
             if path.exists():
                 shutil.rmtree(path)
                 say(f"  purged     {path}")
                 run.changed.add("purged")
     else:
-        kept = [str(p) for p in (CONFIG_PATH, DATA_DIR) if p.exists()]
+        kept = [str(p) for p in (CONFIG_PATH, DATA_DIR, *elsewhere) if p.exists()]
         if kept:
             say(f"  kept       {', '.join(kept)}  (--purge removes them)")
     if not run.changed:

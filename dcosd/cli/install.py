@@ -89,16 +89,17 @@ def install_agent(master_url: str, secret_file: Path | None, listen: str | None,
                   extra: tuple[str, ...], binary: Path | None) -> None:
     """Install and start dcosd-agent.service (tasks run in dcosd-tasks.slice)."""
     from dcosd.cli.daemons import agent
-    from dcosd.installer import MASTER_SECRET, check_system
+    from dcosd.installer import check_system, local_master_secret
     from dcosd.installer import install as do_install
 
     check_system()
-    if secret_file is None and MASTER_SECRET.is_file():
-        secret_file = MASTER_SECRET
-        click.echo(f"using the local master's cluster secret ({MASTER_SECRET})")
+    local = local_master_secret()
+    if secret_file is None and local.is_file():
+        secret_file = local
+        click.echo(f"using the local master's cluster secret ({local})")
     if secret_file is None:
-        raise click.UsageError("--secret-file is required: copy the master's "
-                               f"{MASTER_SECRET} to this machine (mode 0600) and name it here")
+        raise click.UsageError("--secret-file is required: copy the master's cluster.secret (in its data "
+                               "directory, /var/lib/dcosd/master by default) to this machine, mode 0600, and name it here")
     secret_file = secret_file.resolve()
     if not secret_file.is_file():
         raise click.UsageError(f"--secret-file {secret_file} does not exist")

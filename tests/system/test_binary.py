@@ -36,6 +36,7 @@ def _load(name: str, path: Path) -> Any:
 
 
 _bm = _load("dcosd_tests_binary_machine", Path(__file__).with_name("binary_machine.py"))
+MASTER_DATA = "/var/lib/dcosd-test-master"
 BIN, Machine, start_machine, stop_machine, wait_for = (_bm.BIN, _bm.Machine, _bm.start_machine, _bm.stop_machine,
                                                        _bm.wait_for)
 pytestmark = [pytest.mark.root, pytest.mark.timeout(900)]
@@ -152,12 +153,14 @@ def test_install_refuses_without_root_or_systemd(built_binary: Path, machine: Ma
 def installed(machine: Machine, built_binary: Path) -> Machine:
     m = machine
     # DNS off: the sandbox shares the host's network, and port 53 of 127.0.0.1 may be taken there.
+    # The master's data outside /var/lib/dcosd: the unit's ProtectSystem=strict gets a drop-in.
     r = m.run([str(built_binary), "install", "master", "--listen", f"127.0.0.1:{m.master_port}",
-               "--set", "dns-listen=off"])
+               "--set", "dns-listen=off", "--set", f"data-dir={MASTER_DATA}"])
+    assert "dcosd-master.service.d/data-dir.conf  (units)" in r.stdout, r.stdout
     assert "reloaded   systemd" in r.stdout and "started    dcosd-master.service  (ready)" in r.stdout, r.stdout
     r = m.run([str(built_binary), "install", "agent", "--master", m.master_url,
                "--listen", f"127.0.0.1:{m.agent_port}"])
-    assert "using the local master's cluster secret" in r.stdout, r.stdout
+    assert f"using the local master's cluster secret ({MASTER_DATA}/cluster.secret)" in r.stdout, r.stdout
     assert "started    dcosd-agent.service  (ready)" in r.stdout, r.stdout
     return m
 
@@ -233,13 +236,15 @@ def test_uninstall_leaves_no_unit_behind(installed: Machine) -> None:
     wait_for(lambda: m.task(task_id)["state"] == "TASK_RUNNING", 60, "the task to run")
     r = m.run([BIN, "uninstall"])
     assert "stopped    dcosd.slice  (1 task unit(s))" in r.stdout, r.stdout
-    assert "kept       /etc/dcosd/dcosd.toml, /var/lib/dcosd" in r.stdout, r.stdout
+    assert f"kept       /etc/dcosd/dcosd.toml, /var/lib/dcosd, {MASTER_DATA}" in r.stdout, r.stdout
     assert m.units() == []
     assert m.run(["systemctl", "list-unit-files", "--no-legend", "dcosd*"], check=False).stdout.strip() == ""
     assert m.run(["test", "-e", BIN], check=False).returncode == 1
-    assert m.run(["test", "-d", "/var/lib/dcosd/master"], check=False).returncode == 0  # data kept
+    assert m.run(["test", "-d", "/var/lib/dcosd/agent"], check=False).returncode == 0  # data kept
+    assert m.run(["test", "-e", "/etc/systemd/system/dcosd-master.service.d"], check=False).returncode == 1
 
     r = m.run([sys.executable, "-m", "dcosd", "uninstall", "--purge"], wd=str(REPO))  # any dcosd can
     assert "purged     /var/lib/dcosd" in r.stdout and "purged     /etc/dcosd" in r.stdout, r.stdout
+    assert f"not purged {MASTER_DATA}" in r.stdout, r.stdout
     r = m.run([sys.executable, "-m", "dcosd", "uninstall"], wd=str(REPO))
     assert "(nothing was installed)" in r.stdout, r.stdout
