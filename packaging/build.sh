@@ -34,7 +34,8 @@ stamp=$(sha256sum "$req" | cut -c1-16)
 if [ ! -x "$venv/bin/python" ] || [ "$(cat "$venv/.requirements" 2>/dev/null)" != "$stamp" ]; then
   echo "build.sh: installing $req into $venv"
   [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
-  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req"
+  # (this machine's pip.conf may name local indexes that do not exist: their warnings are noise)
+  "$venv/bin/python" -m pip install -q --disable-pip-version-check -r "$req" 2> >(grep -v "is ignored: it is neither" >&2)
   echo "$stamp" > "$venv/.requirements"
 fi
 
