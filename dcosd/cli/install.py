@@ -77,7 +77,8 @@ def install_master(listen: str | None, advertise: str | None, peers: str | None,
 
 
 @install.command("agent")
-@click.option("--master", "master_url", metavar="URL", required=True, help="URL of a master.")
+@click.option("--master", "master_url", metavar="URL", required=True,
+              help="URL of a master (several: comma-separated, as `dcosd agent --master` takes them).")
 @click.option("--secret-file", type=click.Path(path_type=Path, dir_okay=False),
               help="File holding the cluster secret (default: the local master's, if this machine runs one).")
 @click.option("--listen", metavar="HOST:PORT", help="Where the agent's API listens (default 0.0.0.0:5051).")
