@@ -26,6 +26,7 @@ from dcosd.master.dns.records import (
     DnsAgent, DnsConfig, DnsFramework, DnsMaster, DnsPort, DnsTask, RecordSet, build_records, snapshot_from,
 )
 from dcosd.master.state import views
+from dcosd.master.state.store import COALESCE_SECONDS
 from dcosd.model.ids import BUILTIN_TASKS_FRAMEWORK
 from dcosd.model.resources import Resources
 from dcosd.model.states import TaskState
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 # The DNS name of tasks started with `dcosd run`: <task>.dcosd.<domain>.
 BUILTIN_FRAMEWORK_NAMES = {BUILTIN_TASKS_FRAMEWORK: "dcosd"}
+# Commands that cannot change any record: queued, placed (not yet running) and kill-requested tasks.
+_INVISIBLE = frozenset({"task_submit", "task_pending_reason", "task_place", "task_kill"})
 
 
 @dataclass
@@ -105,12 +108,14 @@ class Discovery:
             await self.server.stop()
 
     def _on_commit(self, command: dict[str, Any], result: Any) -> None:
-        if command["type"].startswith(("task_", "agent_", "framework")):
+        kind = command["type"]
+        if kind.startswith(("task_", "agent_", "framework")) and kind not in _INVISIBLE:
             self._wanted.set()
 
     async def _rebuild_loop(self) -> None:
         while True:
             await self._wanted.wait()
+            await asyncio.sleep(COALESCE_SECONDS)
             self._wanted.clear()
             try:
                 await self._rebuild()

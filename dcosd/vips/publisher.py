@@ -61,6 +61,12 @@ def table_from_store(store: Any) -> VipTable:
     return build_table(tasks, agent_ips)
 
 
+from dcosd.master.state.store import COALESCE_SECONDS  # noqa: E402
+
+# Commands that cannot change the table: queued and placed (not yet running) tasks.
+_INVISIBLE = frozenset({"task_submit", "task_pending_reason", "task_place"})
+
+
 class VipPublisher:
     def __init__(self, master: "Master") -> None:
         self.master = master
@@ -86,7 +92,8 @@ class VipPublisher:
             await asyncio.gather(self._task, return_exceptions=True)
 
     def _on_commit(self, command: dict[str, Any], result: Any) -> None:
-        if command["type"].startswith(("task_", "agent_")):
+        kind = command["type"]
+        if kind.startswith(("task_", "agent_")) and kind not in _INVISIBLE:
             self._wanted.set()
 
     def _rebuild(self) -> bool:
@@ -109,6 +116,7 @@ class VipPublisher:
                 pass
             try:
                 if self._wanted.is_set():
+                    await asyncio.sleep(COALESCE_SECONDS)  # one rebuild per burst of commits
                     self._wanted.clear()
                     self._rebuild()
                 self._push()

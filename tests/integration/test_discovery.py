@@ -47,7 +47,8 @@ def test_running_task_is_named_and_leaves_the_zone_when_killed(dns_cluster):
     m, a, port = dns_cluster
     leader = query(port, "leader.mesos")
     assert answers(leader) == ["127.0.0.1"] and leader.flags & dns.flags.AA
-    assert answers(query(port, "slave.mesos")) == ["127.0.0.1"]
+    # the agent registered a moment ago: its record follows within a second
+    assert wait_for(lambda: answers(query(port, "slave.mesos")), 1.0, interval=0.02, what="slave.mesos") == ["127.0.0.1"]
 
     task_id = submit(m, name="web", argv=["sleep", "300"], kill_grace_seconds=0.5,
                      resources={"cpus": 0.1, "mem": 32, "ports": [[31555, 31555]]})

@@ -43,6 +43,8 @@ class BuiltinTasks:
         self.scheduling: "Scheduling | None" = None
         self._inflight: set[str] = set()
         self._reasons_due = True
+        # Agents changed: every queued task's reason may have changed, not only new tasks'.
+        self._reasons_all = True
 
     # -- attachment (every leadership) ----------------------------------------------
     def attach(self, scheduling: "Scheduling") -> None:
@@ -66,7 +68,8 @@ class BuiltinTasks:
         s = self.scheduling
         if s is None:
             return
-        if self._queue():
+        # Runs on every submit and kill: an existence check, never a read of the whole queue.
+        if not views.queue_is_empty(s.master.store):
             s.revive(self.framework_id)
         else:
             s.suppress(self.framework_id)
@@ -76,7 +79,7 @@ class BuiltinTasks:
             self._reasons_due = True
             self._wanted()
         elif command["type"] in ("agent_register", "agent_unreachable", "agent_lost"):
-            self._reasons_due = True
+            self._reasons_due = self._reasons_all = True
 
     # -- FrameworkClient -------------------------------------------------------------
     def offers(self, offers: list[Offer]) -> None:
@@ -120,8 +123,8 @@ class BuiltinTasks:
                 log.exception("placing tasks on %s failed", offer.agent_id)
             finally:
                 self._inflight -= ids
-        self._reasons_due = True
-        if not self._queue():
+        self._reasons_due = self._reasons_all = True
+        if views.queue_is_empty(s.master.store):
             s.suppress(self.framework_id)
 
     async def _commit(self, framework_id: str, agent_id: str,
@@ -157,7 +160,10 @@ class BuiltinTasks:
         s = self.scheduling
         if s is None or s.alloc is None:
             return
-        queued = [q for q in self._queue() if q["id"] not in self._inflight]
+        # New tasks only, unless agents or free resources changed since the last reasons were written.
+        everything, self._reasons_all = self._reasons_all, False
+        store = s.master.store
+        queued = [q for q in views.queued_tasks(store, without_reason=not everything) if q["id"] not in self._inflight]
         if not queued:
             return
         sessions = s.master.agents.sessions

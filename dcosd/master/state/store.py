@@ -32,6 +32,10 @@ from dcosd.master.state.migrations import LATEST, MIGRATIONS
 # of a later issue replaces this with snapshots).
 LOG_RETAIN = 10_000
 _MAX_BATCH = 512
+# Listeners that rebuild a derived view (DNS records, the VIP table) from the state gather a burst
+# of commits for this long into one rebuild: well inside their one-second promises, and it keeps a
+# full read of the state from running once per commit under load.
+COALESCE_SECONDS = 0.1
 
 
 def open_db(path: Path, *, readonly: bool = False) -> apsw.Connection:

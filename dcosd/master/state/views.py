@@ -36,12 +36,17 @@ def _agent_row(row: tuple) -> dict[str, Any]:
     }
 
 
-def queued_tasks(store: StateStore) -> list[dict[str, Any]]:
+def queued_tasks(store: StateStore, *, without_reason: bool = False) -> list[dict[str, Any]]:
+    where = " WHERE pending_reason = ''" if without_reason else ""
     return [
         {"id": tid, "spec": json.loads(spec), "state": "QUEUED", "submitted_at": at, "pending_reason": reason}
         for tid, spec, at, reason in store.query(
-            "SELECT task_id, spec, submitted_at, pending_reason FROM queue ORDER BY submitted_at, task_id")
+            f"SELECT task_id, spec, submitted_at, pending_reason FROM queue{where} ORDER BY submitted_at, task_id")
     ]
+
+
+def queue_is_empty(store: StateStore) -> bool:
+    return store.query_one("SELECT 1 FROM queue LIMIT 1") is None
 
 
 def task(store: StateStore, task_id: str, *, history: bool = True) -> dict[str, Any] | None:
