@@ -74,10 +74,13 @@ class ServicesApi:
             self.master.require_leader()
 
     async def _deploy(self, apps: dict[str, Any], *, force: bool, restart: list[str] = (),  # type: ignore[assignment]
-                      groups: dict[str, Any] | None = None, keep: dict[str, str] | None = None) -> dict[str, Any]:
+                      groups: dict[str, Any] | None = None, keep: dict[str, str] | None = None,
+                      create_only: list[str] = ()) -> dict[str, Any]:  # type: ignore[assignment]
         now = time.time()
         cmd = {"type": "app_deploy", "time": now, "version": fmt_time(now), "deployment_id": str(uuid.uuid4()),
                "apps": apps, "force": force, "restart": list(restart), "groups": groups or {}}
+        if create_only:
+            cmd["create_only"] = list(create_only)
         result = await self.master.store.propose(cmd)
         self.framework.wake()
         return {"version": result["version"], "deploymentId": result["deploymentId"]}
@@ -157,14 +160,19 @@ class ServicesApi:
             out.append(self._app_json(a, by_app.get(a.id, []), deps, "apps.tasks" in embed))
         return json_response({"apps": out})
 
-    async def create_app(self, request: web.Request) -> web.Response:
-        self._check(request, write=True)
-        spec = parse_app(await read_json(request))
+    async def create(self, raw: Any, *, force: bool = False) -> tuple[dict[str, Any], dict[str, Any]]:
+        """POST /v2/apps's path for other parts (package install): validate, then create atomically —
+        the app exists afterwards, or nothing was committed (409 when the id is taken)."""
+        spec = parse_app(raw)
         if reads.app(self.master.store, spec["id"]) is not None:
             from dcosd.errors import Conflict
 
             raise Conflict(f"An app with id [{spec['id']}] already exists.")
-        await self._deploy({spec["id"]: spec}, force=_flag(request, "force"))
+        return spec, await self._deploy({spec["id"]: spec}, force=force, create_only=[spec["id"]])
+
+    async def create_app(self, request: web.Request) -> web.Response:
+        self._check(request, write=True)
+        spec, _ = await self.create(await read_json(request), force=_flag(request, "force"))
         apps, by_app, deps = self._snapshot()
         a = apps[spec["id"]]
         return json_response(self._app_json(a, by_app.get(a.id, []), deps, False), status=201)

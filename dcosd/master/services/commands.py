@@ -44,7 +44,8 @@ def apply_app_deploy(db: apsw.Connection, c: Command) -> dict[str, Any]:
     """Set the target definition of some apps (None: remove) as one deployment.
 
     ``apps``: {app_id: spec | None}; ``restart``: app ids to restart even when unchanged;
-    ``groups``: {group_id: dependencies | None}; ``force``: cancel deployments holding these apps.
+    ``groups``: {group_id: dependencies | None}; ``force``: cancel deployments holding these apps;
+    ``create_only``: app ids that must not exist yet (409 otherwise — a create never replaces).
     """
     version, did, now = c["version"], c["deployment_id"], c["time"]
     targets: dict[str, Any] = c["apps"]
@@ -69,6 +70,8 @@ def apply_app_deploy(db: apsw.Connection, c: Command) -> dict[str, Any]:
             db.execute("DELETE FROM apps WHERE id = ?", (app_id,))
             db.execute("DELETE FROM app_versions WHERE app_id = ?", (app_id,))
             continue
+        if cur is not None and app_id in c.get("create_only", ()):
+            raise Conflict(f"An app with id [{app_id}] already exists.")
         if cur is None:
             actions[app_id] = "StartApplication"
             config_version = version

@@ -274,3 +274,5 @@ from dcosd.master.state import operations as _operations  # noqa: E402,F401
 from dcosd.master.state import jobs as _jobs  # noqa: E402,F401
 # The built-in service framework (apps, versions, groups, deployments).
 from dcosd.master.services import commands as _services  # noqa: E402,F401
+# Package repositories (master/packages): add, remove, in priority order.
+from dcosd.master.packages import state as _packages  # noqa: E402,F401

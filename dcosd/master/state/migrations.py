@@ -266,6 +266,16 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX tasks_by_framework ON tasks(framework_id, state);
     """,
+    # 7: package repositories (master/packages) in priority order (position 0 first). The catalogue
+    # shipped inside dcosd is a row like any other, last, so removing it is a committed change too.
+    """
+    CREATE TABLE package_repositories (
+        name TEXT PRIMARY KEY,
+        url TEXT NOT NULL UNIQUE,
+        position INTEGER NOT NULL
+    );
+    INSERT INTO package_repositories (name, url, position) VALUES ('dcosd', 'dcosd:catalogue', 0);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
