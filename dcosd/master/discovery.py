@@ -39,8 +39,9 @@ log = logging.getLogger(__name__)
 
 # The DNS name of tasks started with `dcosd run`: <task>.dcosd.<domain>.
 BUILTIN_FRAMEWORK_NAMES = {BUILTIN_TASKS_FRAMEWORK: "dcosd"}
-# Commands that cannot change any record: queued, placed (not yet running) and kill-requested tasks.
-_INVISIBLE = frozenset({"task_submit", "task_pending_reason", "task_place", "task_kill"})
+# Commands that cannot change any record: queued and placed (not yet running) tasks. A kill request
+# does: the task leaves DNS at once, as a Mesos task in TASK_KILLING leaves mesos-dns (and its VIP drains).
+_INVISIBLE = frozenset({"task_submit", "task_pending_reason", "task_place"})
 
 
 @dataclass
@@ -98,6 +99,8 @@ class Discovery:
                 log.warning("DNS not started: cannot listen on %s (%s); the HTTP API /v1/... still answers",
                             self.config.listen, exc.strerror or exc)
         self.master.store.listeners.append(self._on_commit)
+        if self.master.ha is not None:  # leader.<domain> follows Raft leadership, commits or not
+            self.master.ha.leadership_listeners.append(self._wanted.set)
         self._task = asyncio.create_task(self._rebuild_loop(), name="dns-rebuild")
 
     async def stop(self) -> None:
@@ -132,15 +135,14 @@ class Discovery:
     # -- state → snapshot ------------------------------------------------------------
     def snapshot(self) -> Any:
         store = self.master.store
-        me = DnsMaster("master0", _literal_ip(urlsplit(self.master.advertise_url).hostname or "127.0.0.1"),
-                       self.master.bound_port)
+        masters, leader = self._masters()
         agents = views.agents(store)
         agent_ids = {a["id"] for a in agents}
         names = dict(BUILTIN_FRAMEWORK_NAMES)
         names.update(self._framework_names())
         tasks = []
         for t in views.tasks(store, state=TaskState.RUNNING.value, limit=1_000_000):
-            if t["agent_id"] not in agent_ids:
+            if t["agent_id"] not in agent_ids or t["kill_requested"]:
                 continue
             ports = [DnsPort(p) for lo, hi in Resources.from_dict(t["resources"]).ports for p in range(lo, hi + 1)]
             tasks.append(DnsTask(task_id=t["id"], name=t["name"],
@@ -151,10 +153,24 @@ class Discovery:
         serial = (store.query_one("SELECT COALESCE(MAX(idx), 0) FROM log") or (0,))[0]
         vips = {(v.dns_label, v.ip) for v in table_from_store(store).vips}  # <vip>.marathon.l4lb.<domain>
         return snapshot_from(
-            masters=[me], leader=me if self.master.is_leader else None,
+            masters=masters, leader=leader,
             agents=[DnsAgent(a["id"], a["hostname"], _literal_ip(a["ip"])) for a in agents],
             frameworks=[DnsFramework(fid, name) for fid, name in names.items()],
             tasks=tasks, serial=max(1, serial), vips=sorted(vips))
+
+    def _masters(self) -> tuple[list[DnsMaster], DnsMaster | None]:
+        """Every master and the leader: the HA peers (in id order) and the Raft leader, else this master."""
+        ha = self.master.ha
+        if ha is None:
+            me = DnsMaster("master0", _literal_ip(urlsplit(self.master.advertise_url).hostname or "127.0.0.1"),
+                           self.master.bound_port)
+            return [me], me if self.master.is_leader else None
+        masters = []
+        for pid, url in sorted(ha.peers.items()):
+            parts = urlsplit(url)
+            masters.append(DnsMaster(pid, _literal_ip(parts.hostname or "127.0.0.1"), parts.port or 5050))
+        leader_id = ha.store.leader
+        return masters, next((m for m in masters if m.id == leader_id), None)
 
     def _framework_names(self) -> dict[str, str]:
         """Names of registered frameworks, when the state has a frameworks table."""

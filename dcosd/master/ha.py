@@ -79,6 +79,7 @@ class HighAvailability:
         self._lock = asyncio.Lock()
         self._pending: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
+        self.leadership_listeners: list[Any] = []  # called with no argument on any change of leader or term
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open_store(self, path: Any) -> RaftStore:
@@ -110,6 +111,8 @@ class HighAvailability:
         if is_leader:
             m.term = term
         log.info("raft: term %d, leader %s%s", term, leader or "unknown", " (this master)" if is_leader else "")
+        for listener in self.leadership_listeners:
+            listener()
         if self._pending is None or self._pending.done():
             self._pending = asyncio.create_task(self._follow_leadership(), name="leadership")
 

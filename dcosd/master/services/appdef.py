@@ -17,6 +17,7 @@ from typing import Any, Mapping
 from dcosd.errors import ValidationError
 from dcosd.master.services import constraints as cons
 from dcosd.model.resources import MAX_SCALAR
+from dcosd.vips.table import VipError, vips_from_port_definitions
 
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S.%fZ"
 _SEGMENT = re.compile(r"^([a-z0-9]|[a-z0-9][a-z0-9-]*[a-z0-9])$")
@@ -203,6 +204,10 @@ def _ports(app: dict[str, Any], given: Mapping[str, Any]) -> None:
     nonzero = [d["port"] for d in out if d["port"]]
     if len(set(nonzero)) != len(nonzero):
         raise _bad("portDefinitions: the same port is listed twice")
+    try:  # VIP_n labels (DC/OS named VIPs): refused here, not when an instance launches
+        vips_from_port_definitions(out)
+    except VipError as exc:
+        raise _bad(str(exc)) from None
     app["portDefinitions"] = out
     app["ports"] = [d["port"] for d in out]
     if app["requirePorts"] and any(d["port"] == 0 for d in out):

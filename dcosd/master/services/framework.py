@@ -37,6 +37,7 @@ from dcosd.master.services.planner import AppPlan, Instance, backoff_delay, plan
 from dcosd.model.ids import new_uuid
 from dcosd.model.resources import Resources
 from dcosd.model.states import TaskState
+from dcosd.vips.table import LABEL as VIPS_LABEL, VipError, vips_from_port_definitions
 
 if TYPE_CHECKING:
     from dcosd.master.frameworks.scheduling import Scheduling
@@ -54,7 +55,7 @@ LAUNCH_TIMEOUT = 60.0
 # A task that ran at least this long before failing does not count as a crash loop.
 BACKOFF_RESET_AFTER = 60.0
 _RELEVANT = ("task_status", "task_master_status", "task_kill", "agent_unreachable", "agent_lost", "agent_register",
-             "app_deploy", "deployment_step", "deployment_finish", "framework_launch")
+             "app_deploy", "deployment_step", "deployment_finish", "framework_launch", "node_drain", "node_undrain")
 
 
 @dataclass
@@ -76,6 +77,13 @@ def task_spec(app: dict[str, Any], config_version: str, resources: Resources) ->
         "labels": {**app["labels"], reads.LABEL_APP: app_id, reads.LABEL_VERSION: config_version,
                    "DCOSD_DISCOVERY_NAME": discovery_name(app_id)},
     }
+    try:  # VIP_n labels → the i-th host port (validated on submit; an app stored before that has none)
+        vips = vips_from_port_definitions(app["portDefinitions"])
+    except VipError as exc:
+        log.warning("app %s: VIP labels ignored: %s", app_id, exc)
+        vips = None
+    if vips is not None:
+        spec["labels"][VIPS_LABEL] = vips
     if app["cmd"] is not None:
         spec["cmd"] = app["cmd"]
     else:
@@ -205,6 +213,7 @@ class ServiceFramework:
         apps = reads.apps(store)
         live = reads.live_tasks(store)
         deployments = reads.deployments(store)
+        draining = reads.draining_agents(store)
         held: set[str] = set()  # apps of a deployment step not reached yet: left as they are
         for d in deployments:
             for step in d["steps"][d["current_step"] + 1:]:
@@ -223,7 +232,8 @@ class ServiceFramework:
                 stuck.append(t.id)
         for app_id, a in apps.items():
             tasks = by_app.get(app_id, [])
-            instances = [Instance(t.id, t.config_version, t.state, t.healthy, t.created_at) for t in tasks
+            instances = [Instance(t.id, t.config_version, t.state, t.healthy, t.created_at, t.agent_id in draining)
+                         for t in tasks
                          if not t.kill_requested and t.state != TaskState.UNREACHABLE.value and t.id not in stuck]
             if app_id in held:
                 continue
