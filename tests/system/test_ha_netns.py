@@ -2,7 +2,8 @@
 
 Every address is one the test creates inside its own namespaces (10.215.0.0/24 on a bridge that lives in
 a hub namespace; nothing in the host's namespace). The client side of the test (the writers and every
-HTTP check) runs in threads that entered the client's namespace, so no traffic goes anywhere else.
+HTTP check) runs in threads that entered the client's namespace (NetLab.executor), so no traffic goes
+anywhere else.
 
 While two writers keep writing (a role weight per write, unique role names) and record every
 acknowledgment, faults run in sequence:
@@ -17,16 +18,16 @@ Processes, namespaces and interfaces are removed at the end, also when the test 
 
 from __future__ import annotations
 
-import ctypes
 import os
 import signal
 import subprocess
 import threading
 import time
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import psutil
 import pytest
@@ -42,48 +43,35 @@ MASTERS = {"m1": "10.215.0.1", "m2": "10.215.0.2", "m3": "10.215.0.3"}
 AGENTS = {"a1": "10.215.0.11", "a2": "10.215.0.12"}
 CLIENT = "10.215.0.100"
 SLEEPS = 4  # long-running tasks submitted before the faults
-CLONE_NEWNET = 0x40000000
-
-
-def enter_netns(ns: str) -> None:
-    """Move the calling thread (only it: namespaces are per thread) into network namespace ``ns``."""
-    libc = ctypes.CDLL(None, use_errno=True)
-    fd = os.open(f"/run/netns/{ns}", os.O_RDONLY)
-    try:
-        if libc.setns(fd, CLONE_NEWNET) != 0:
-            err = ctypes.get_errno()
-            raise OSError(err, f"setns({ns}): {os.strerror(err)}")
-    finally:
-        os.close(fd)
 
 
 class Writers:
     """Threads in the client's namespace writing role weights (unique names) through any master."""
 
-    def __init__(self, ha: HaCluster, ns: str, n: int = 2) -> None:
+    def __init__(self, ha: HaCluster, net: NetLab, n: int = 2) -> None:
         self.ha = ha
-        self.ns = ns
         self.acked: list[str] = []
         self.failed: Counter[str] = Counter()  # why writes were not acknowledged
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._threads = [threading.Thread(target=self._run, args=(w,), name=f"writer-{w}") for w in range(n)]
+        self._pools = [net.executor("c") for _ in range(n)]  # one thread each, inside the client's namespace
+        self._runs: list[Future] = []
 
     def start(self) -> None:
-        for t in self._threads:
-            t.start()
+        self._runs = [pool.submit(self._run, w) for w, pool in enumerate(self._pools)]
 
     def stop(self) -> None:
         self._stop.set()
-        for t in self._threads:
-            t.join(30)
+        for pool in self._pools:
+            pool.shutdown(wait=True)
+        for run in self._runs:
+            run.result()  # a writer that crashed fails the test
 
     def count(self) -> int:
         with self._lock:
             return len(self.acked)
 
     def _run(self, w: int) -> None:
-        enter_netns(self.ns)
         ids = self.ha.ids
         shunned: dict[str, float] = {}  # a master that did not answer is skipped for a moment, as clients do
         n = 0
@@ -118,15 +106,17 @@ def lab():
     ha: HaCluster | None = None
     agents: list[Proc] = []
     agents_work: list[Path] = []
-    client = ThreadPoolExecutor(1, initializer=enter_netns, initargs=(f"{net.prefix}-c",))
+    client = None
     try:
         for node, addr in {**MASTERS, **AGENTS, "c": CLIENT}.items():
             net.add_node(node, f"{addr}/24")
+        client = net.executor("c")  # the test's own HTTP calls go from the client's namespace
         ha = HaCluster(tmp, ids=tuple(MASTERS), hosts=MASTERS, prefixes={m: net.prefix_argv(m) for m in MASTERS},
                        env={"PYTHONPATH": str(REPO)})
         yield net, tmp, ha, agents, agents_work, client
     finally:
-        client.shutdown(wait=False, cancel_futures=True)
+        if client is not None:
+            client.shutdown(wait=False, cancel_futures=True)
         for p in agents:
             p.stop(timeout=10)
         if ha is not None:
@@ -183,7 +173,7 @@ def test_acknowledged_writes_and_tasks_survive_kill_partition_and_full_restart(l
     before = processes_per_task(sleeps, agents_work)
     assert all(len(v["sleep"]) == 1 and len(v["supervisors"]) == 1 for v in before.values()), before
 
-    writers = Writers(ha, f"{net.prefix}-c")
+    writers = Writers(ha, net)
     writers.start()
     timeline: list[tuple[str, float]] = []
 
@@ -209,7 +199,7 @@ def test_acknowledged_writes_and_tasks_survive_kill_partition_and_full_restart(l
         leader = c(ha.wait_leader, timeout=30)
         deposed = ha.procs[leader].log().count("deposed: leader-only work stopped")
         cut = subprocess.run(["ip", "-n", net.ns(leader), "link", "set", "eth0", "down"], capture_output=True,
-                             text=True, timeout=20)
+                             text=True, timeout=20, check=False)
         assert cut.returncode == 0, cut.stderr
         try:
             new = c(ha.wait_leader, tuple(i for i in ha.ids if i != leader), timeout=30)
@@ -220,7 +210,7 @@ def test_acknowledged_writes_and_tasks_survive_kill_partition_and_full_restart(l
             progress(f"writes with {leader} cut off", n=50)
         finally:
             heal = subprocess.run(["ip", "-n", net.ns(leader), "link", "set", "eth0", "up"], capture_output=True,
-                                  text=True, timeout=20)
+                                  text=True, timeout=20, check=False)
         assert heal.returncode == 0, heal.stderr
         c(ha.wait_caught_up, ha.ids, timeout=60)
         assert c(ha.status, leader)["role"] != "leader" or c(ha.wait_leader) == leader
