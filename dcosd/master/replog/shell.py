@@ -30,7 +30,7 @@ from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable
 from dcosd.master.state.store import migrate, open_db
 
 from .core import RaftNode
-from .messages import Message, Ready, Role
+from .messages import Message, MsgType, Ready, Role
 from .storage import RaftStorage
 
 log = logging.getLogger(__name__)
@@ -246,9 +246,19 @@ class RaftStore:
 
     def _handle(self, rd: Ready) -> None:
         node = self.node
+        messages = rd.messages
+        if (messages and node.role == Role.LEADER and rd.snapshot is None
+                and not self.storage.vouches(rd.hard_state)):
+            # A leader's appends and heartbeats vouch for nothing of its own disk (its term is already
+            # durable): they leave while it fsyncs the same entries, which it counts for commit only
+            # after advance() (Raft thesis §10.2.1). A commit thus waits for max(own, follower's) fsync.
+            early = [m for m in messages if m.type in (MsgType.APPEND, MsgType.HEARTBEAT)]
+            if early:
+                self._post(self._send, early)
+                messages = [m for m in messages if m.type not in (MsgType.APPEND, MsgType.HEARTBEAT)]
         outcomes = self.storage.write_ready(rd)  # 1 + 3: one transaction, fsynced
-        if rd.messages:  # 2: after the fsync
-            self._post(self._send, rd.messages)
+        if messages:  # 2: after the fsync
+            self._post(self._send, messages)
         node.advance(rd)  # 4
         if rd.snapshot_request:  # 5
             index = rd.snapshot_request

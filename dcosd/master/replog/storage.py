@@ -47,6 +47,8 @@ class RaftStorage:
         self.db = db
         self.path = Path(path)
         self.applied_term = 0
+        self._vouched: tuple[int, str | None, bool] | None = None  # (term, vote, rejoining) last made durable
+        self._synchronous = "FULL"  # open_db's setting
 
     # -- load -----------------------------------------------------------------------------------
     def load(self) -> tuple[PersistedState, int]:
@@ -55,6 +57,7 @@ class RaftStorage:
         for term, vote, commit, rejoining in db.execute(
                 "SELECT term, vote, commit_index, rejoining FROM raft_hard_state WHERE id = 1"):
             hs = HardState(term, vote, commit, bool(rejoining))
+            self._vouched = (hs.term, hs.vote, hs.rejoining)
         snap = Snapshot()
         for idx, term, data in db.execute("SELECT idx, term, data FROM raft_snapshot WHERE id = 1"):
             snap = Snapshot(SnapshotMeta(idx, term), bytes(data))
@@ -81,6 +84,14 @@ class RaftStorage:
         if rd.snapshot is not None:
             attached = self._attach_image(rd.snapshot.data)
         outcomes: list[Outcome] = []
+        hs = rd.hard_state
+        vouched = (hs.term, hs.vote, hs.rejoining) if hs is not None else self._vouched
+        # fsync only what something may vouch for: entries, a snapshot, term/vote/rejoining. A Ready that
+        # only applies committed entries (and moves the commit index, which Raft never needs durable) is
+        # committed without fsync: a crash may lose it — whole, WAL frames are ordered and every later
+        # fsync covers it — and the restart re-applies those entries from the durable log.
+        self._set_synchronous("FULL" if rd.entries or rd.snapshot is not None or vouched != self._vouched
+                              else "NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -114,11 +125,21 @@ class RaftStorage:
         finally:
             if attached is not None:
                 self._detach_image(attached)
+        self._vouched = vouched
         if rd.committed_entries:
             self.applied_term = rd.committed_entries[-1].term
         elif rd.snapshot is not None:
             self.applied_term = rd.snapshot.meta.term
         return outcomes
+
+    def vouches(self, hs: HardState | None) -> bool:
+        """Whether persisting ``hs`` changes what messages vouch for (term, vote, rejoining)."""
+        return hs is not None and (hs.term, hs.vote, hs.rejoining) != self._vouched
+
+    def _set_synchronous(self, mode: str) -> None:
+        if mode != self._synchronous:
+            self.db.execute(f"PRAGMA synchronous={mode}")
+            self._synchronous = mode
 
     def _apply(self, e: Entry) -> Outcome:
         if e.kind != EntryKind.NORMAL:
@@ -165,6 +186,7 @@ class RaftStorage:
     def store_snapshot(self, index: int, term: int, data: bytes) -> None:
         """Keep the image durably and drop the log it covers (one transaction)."""
         db = self.db
+        self._set_synchronous("FULL")
         try:
             with db:
                 db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
