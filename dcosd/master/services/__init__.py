@@ -25,7 +25,11 @@ class Services:
         master.scheduling.builtins.append(self.framework)
 
     def install(self, app: web.Application) -> None:
-        """Once the store is open: routes, and committed changes into the event bus."""
+        """Once the store is open: routes, committed changes into the event bus, and (before ha.py's
+        redirecting middleware) the leader proxy for /v2 writes on a follower."""
+        from dcosd.master.services.leader_proxy import middleware
+
         self.events.store = self.master.store
         self.master.store.listeners.append(self.events.on_commit)
         app.add_routes(self.api.routes())
+        app.middlewares.append(middleware(self.master))

@@ -1,0 +1,63 @@
+"""Marathon's leader proxy: a follower master forwards /v2 writes to the leader and relays the answer.
+
+Every other leader-only call answers 307 (ha.py), but Marathon clients are used to any Marathon
+instance taking a write (Marathon's LeaderProxyFilter), and the usual one, marathon-python on
+requests, drops the Authorization header when a redirect changes the port — so after a failover
+a client pointed at what is now a follower got 401 for every write. Only when a leader is known
+and reachable; otherwise the request goes on to ha.py's middleware (503 without a leader). A
+request already proxied once is never proxied again (leadership moved meanwhile: 307 then).
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+from aiohttp import web
+
+from dcosd.httputil import error_response
+
+if TYPE_CHECKING:
+    from dcosd.master.service import Master
+
+log = logging.getLogger(__name__)
+
+VIA = "X-Marathon-Via"  # Marathon's own header for a proxied request
+_FORWARD = ("Authorization", "Content-Type", "Accept")
+_TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=2)
+
+
+def _marathon_path(path: str) -> bool:
+    return path == "/v2" or path.startswith("/v2/")
+
+
+def middleware(master: Master) -> Any:
+    @web.middleware
+    async def leader_proxy(request: web.Request, handler: Any) -> web.StreamResponse:
+        ha = master.ha
+        if (ha is None or request.method in ("GET", "HEAD") or not _marathon_path(request.path)
+                or VIA in request.headers or ha.store.is_leader):
+            return await handler(request)
+        url = ha.leader_url()
+        if url is None or ha.store.leader == ha.my_id:
+            return await handler(request)  # ha.py answers 503: no leader right now
+        headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
+        headers[VIA] = ha.my_id
+        body = await request.read()
+        try:
+            async with master.http.request(request.method, url + request.path_qs, data=body, headers=headers,
+                                           timeout=_TIMEOUT, allow_redirects=False) as r:
+                data = await r.read()
+                out = web.Response(status=r.status, body=data)
+                for k in ("Content-Type", "Location"):
+                    if k in r.headers:
+                        out.headers[k] = r.headers[k]
+                out.headers["X-Marathon-Leader"] = url
+                return out
+        except (TimeoutError, aiohttp.ClientError) as exc:
+            log.info("proxying %s %s to the leader %s failed: %s", request.method, request.path, url, exc)
+            return error_response(503, f"the leading master ({url}) did not answer: {exc}; retry shortly",
+                                  leader=None)
+
+    return leader_proxy
