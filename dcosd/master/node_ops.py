@@ -272,10 +272,15 @@ class NodeOps:
         return json_response({**result, "hostname": a["hostname"], "services": moving})
 
     async def _move_services(self, agent_id: str) -> dict[str, Any]:
-        """Service instances leave a drained node by a restart deployment of each app with an instance there.
+        """A deployment of each app with an instance on the drained node, to show and lock the move.
 
-        The node takes no offers any more, so every replacement lands elsewhere, and the services
-        framework's rolling replacement keeps each app at its upgradeStrategy.minimumHealthCapacity.
+        The move itself is the services planner's (planner.py): instances on a node in maintenance
+        are replaced elsewhere (the node takes no offers) and each is killed only once its
+        replacement is ready, so the app keeps its ready count, let alone its minimumHealthCapacity;
+        the other instances are left alone. The deployment carries the app's unchanged definition
+        (a ScaleApplication action: no new config version) and finishes when no instance of the app
+        is left on a draining node. If another deployment holds the app, the instances move all the
+        same; the answer says so.
         """
         services = getattr(self.master, "services", None)
         if services is None:
@@ -289,9 +294,10 @@ class NodeOps:
             if row is None:
                 continue
             try:
-                out[app_id] = await services.api._deploy({app_id: row.spec}, force=False, restart=[app_id])
+                out[app_id] = await services.api._deploy({app_id: row.spec}, force=False)
             except Exception as exc:  # noqa: BLE001 — e.g. a deployment already running: say so, keep going
                 out[app_id] = {"error": getattr(exc, "message", str(exc))}
+        services.framework.wake()
         return out
 
     async def undrain(self, request: web.Request) -> web.Response:

@@ -8,7 +8,13 @@ change, so it only ever decides the next safe move:
   first, then by killSelection);
 - stale instances (an older config version): a rolling replacement that keeps
   at least ceil(instances × minimumHealthCapacity) ready and never runs more than
-  floor(instances × (1 + maximumOverCapacity)) instances at once.
+  floor(instances × (1 + maximumOverCapacity)) instances at once;
+- instances on a draining node (``Instance.draining``): moved, not replaced in
+  place — replacements start first (within maximumOverCapacity, and always room
+  for one more, so with 0 they move one at a time) and a draining instance is
+  killed only when the app has more than ``instances`` ready without it, i.e.
+  once its replacement is ready. Draining instances that are not ready serve
+  nothing and go at once. The app never loses a ready instance to a drain.
 
 An instance is *ready* when it is TASK_RUNNING and, if the app has health
 checks, its last health result is healthy.
@@ -32,6 +38,7 @@ class Instance:
     state: str  # a TaskState value
     healthy: bool | None
     started: float  # when launched (for killSelection)
+    draining: bool = False  # on a node in maintenance: to be moved elsewhere
 
     def ready(self, checked: bool) -> bool:
         return self.state == "TASK_RUNNING" and (not checked or self.healthy is True)
@@ -57,41 +64,53 @@ def plan_app(app: Mapping, config_version: str, live: Sequence[Instance]) -> App
     n = app["instances"]
     checked = bool(app["healthChecks"])
     selection = app["killSelection"]
-    new = [i for i in live if i.config_version == config_version]
-    old = [i for i in live if i.config_version != config_version]
+    moving = [i for i in live if i.draining]
+    new = [i for i in live if not i.draining and i.config_version == config_version]
+    old = [i for i in live if not i.draining and i.config_version != config_version]
     plan = AppPlan()
     ready_new = sum(i.ready(checked) for i in new)
-    ready_old = sum(i.ready(checked) for i in old)
     plan.ready = ready_new
     if len(new) > n:
         surplus = _kill_order(new, selection, checked)[: len(new) - n]
         plan.kill.extend(i.task_id for i in surplus)
         ready_new -= sum(i.ready(checked) for i in surplus)
         new = [i for i in new if i not in surplus]
-    if not old:
+    if not old and not moving:
         plan.launch = max(0, n - len(new))
         plan.done = len(new) == n and ready_new == n
         if not plan.done:
             plan.note = f"{ready_new}/{n} ready" if len(new) == n else f"{len(new)}/{n} launched"
         return plan
-    # Rolling replacement.
+    # Rolling replacement (stale instances) and moving off draining nodes.
     floor_ready = min_healthy(app)
     cap = max(max_capacity(app), n)
-    unready_old = [i for i in old if not i.ready(checked)]
-    plan.kill.extend(i.task_id for i in unready_old)  # stale and not serving: nothing to keep
+    if moving:
+        cap = max(cap, n + 1)  # a drain starts the replacement before the instance goes: room for one
+    unready = [i for i in old + moving if not i.ready(checked)]
+    plan.kill.extend(i.task_id for i in unready)  # stale or leaving, and not serving: nothing to keep
+    ready_total = ready_new + sum(i.ready(checked) for i in old + moving)
+    killed: list[Instance] = []
+    # Draining instances first: each goes only when the others cover the target without it.
+    for i in _kill_order([i for i in moving if i.ready(checked)], selection, checked):
+        if ready_total - len(killed) - 1 < n:
+            break
+        killed.append(i)
     ready_olds = _kill_order([i for i in old if i.ready(checked)], selection, checked)
-    can_kill = max(0, ready_new + ready_old - floor_ready)
-    # Never kill more stale instances than the new ones will replace.
-    killed = ready_olds[: min(can_kill, len(ready_olds))]
-    remaining_old = len(ready_olds) - len(killed)
-    plan.launch = max(0, min(n - len(new), cap - (remaining_old + len(new))))
-    if not killed and plan.launch == 0 and remaining_old and all(i.ready(checked) for i in new):
+    can_kill = max(0, ready_total - len(killed) - floor_ready)
+    killed_old = ready_olds[: min(can_kill, len(ready_olds))]
+    remaining_old = len(ready_olds) - len(killed_old)
+    remaining_moving = sum(i.ready(checked) for i in moving) - sum(i.draining for i in killed)
+    plan.launch = max(0, min(n - len(new), cap - (remaining_old + remaining_moving + len(new))))
+    if not killed_old and plan.launch == 0 and remaining_old and all(i.ready(checked) for i in new):
         # Nothing starting and no room either way (e.g. one instance with maximumOverCapacity 0):
         # the only way forward is one instance at a time.
-        killed = ready_olds[:1]
+        killed_old = ready_olds[:1]
         remaining_old -= 1
+    killed.extend(killed_old)
     plan.kill.extend(i.task_id for i in killed)
     plan.note = f"replacing: {ready_new}/{n} new ready, {remaining_old} old left"
+    if moving:
+        plan.note += f", {remaining_moving} to move off draining nodes"
     return plan
 
 

@@ -116,3 +116,8 @@ def started_at(store: Any, ids: list[str]) -> dict[str, float]:
 def agents(store: Any) -> dict[str, dict[str, Any]]:
     return {r[0]: {"hostname": r[1], "ip": r[2], "attributes": json.loads(r[3]), "state": r[4]}
             for r in store.query("SELECT id, hostname, ip, attributes, state FROM agents")}
+
+
+def draining_agents(store: Any) -> set[str]:
+    """Agents in maintenance (``dcosd node drain``): their service instances move elsewhere."""
+    return {r[0] for r in store.query("SELECT agent_id FROM node_maintenance")}
