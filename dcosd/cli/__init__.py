@@ -58,9 +58,9 @@ def _print_version(ctx: click.Context) -> None:
 
 
 def _register() -> None:
-    from dcosd.cli import apps, daemons, dns, frameworks, install, jobs, machines, nodes, tasks, vips
+    from dcosd.cli import apps, daemons, dns, frameworks, install, jobs, machines, nodes, packages, tasks, vips
 
-    for module in (daemons, tasks, nodes, dns, install, jobs, machines, vips, apps, frameworks):
+    for module in (daemons, tasks, nodes, dns, install, jobs, machines, vips, apps, frameworks, packages):
         for command in module.COMMANDS:
             cli.add_command(command)
 
