@@ -11,6 +11,8 @@ if [ "$want" = test ]; then
   # systemd + dbus: the real systemd sandbox of tests/system; dnsutils: dig; iproute2: network namespaces;
   # redis-server: a default catalogue package exercised by the package tests.
   apt_packages+=(systemd dbus dnsutils iproute2 util-linux procps redis-server)
+  # memcached: the memcached catalogue package (tests/integration/test_packages_install.py).
+  apt_packages+=(memcached)
   # the one-file binary, built by tests/system/test_binary.py through packaging/build.sh: binutils
   # (strip, objdump for PyInstaller), git (the commit it shows); the compilers are above.
   apt_packages+=(binutils git)
