@@ -326,6 +326,10 @@ CATALOGUE = default_repository()
 CHANGED_OPTIONS = {
     "static-files": {"service": {"instances": 3, "user": "www-data"}, "http": {"directory": "/var/www"}},
     "redis": {"nodes": {"count": 3, "mem": 512}, "redis": {"appendonly": True, "extra_args": ["--loglevel", "verbose"]}},
+    "memcached": {"nodes": {"count": 2}, "memcached": {"cache_mb": 32}},
+    "kvstore": {"kv": {"persist": False}},
+    "redis-counter": {"redis": {"app": "cache", "dns_server": "10.0.0.1:53"}},
+    "offer-runner": {"tasks": {"count": 5, "cmd": "echo \"hi\""}, "scheduler": {"master": "http://10.0.0.1:5050"}},
 }
 
 
