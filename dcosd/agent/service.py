@@ -402,7 +402,7 @@ class Agent:
                 if user is not None and os.geteuid() == 0:
                     pw = pwd.getpwnam(user)
                     owner = (pw.pw_uid, pw.pw_gid)
-                await fetch(spec.uris, sandbox, owner)
+                await fetch(spec.uris, sandbox, owner, cache_dir=self.config.work_dir / "fetch-cache")
             await self.backend.launch(LaunchRequest(spec=spec, sandbox=sandbox, env=env, user=user))
         except LaunchFailed as exc:
             await self._update(task_id, TaskState.FAILED, reason=exc.reason, message=exc.message)
