@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STREAM_KEEPALIVE = 5.0
+STREAM_BATCH = 1000  # messages in one write of the work stream at most
+_LAST = ("replaced", "closing")  # a stream ends after these
 
 
 @dataclass
@@ -170,8 +172,13 @@ class AgentSessions:
                 except asyncio.TimeoutError:
                     msg = {"type": "ping", "term": self.master.term}
                 session.last_seen = time.monotonic()
-                await resp.write(json.dumps(msg).encode() + b"\n")
-                if msg["type"] in ("replaced", "closing"):
+                # Everything already queued goes in the same write: a deployment queues hundreds of
+                # launches at once, and one write per loop turn would pace them by the loop's load.
+                batch = [msg]
+                while len(batch) < STREAM_BATCH and batch[-1]["type"] not in _LAST and not session.queue.empty():
+                    batch.append(session.queue.get_nowait())
+                await resp.write(b"".join(json.dumps(m).encode() + b"\n" for m in batch))
+                if batch[-1]["type"] in _LAST:
                     break
         except (ConnectionResetError, asyncio.CancelledError):
             pass
