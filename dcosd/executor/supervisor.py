@@ -28,7 +28,6 @@ import select
 import signal
 import sys
 import time
-from pathlib import Path
 from typing import Any
 
 from dcosd.executor.sandbox import Paths, durable_write_json, read_json, start_ticks

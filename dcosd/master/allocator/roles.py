@@ -14,7 +14,7 @@ never leave the package.
 
 from __future__ import annotations
 
-from typing import Iterable, Iterator, Mapping
+from typing import Iterator, Mapping
 
 from dcosd.model.resources import Range, Resources
 from dcosd.model.resources import normalise_ranges as ranges_norm

@@ -24,10 +24,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import apsw
-
 from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable
-from dcosd.master.state.store import migrate, open_db
+from dcosd.master.state.store import Reads, migrate, open_db
 
 from .core import RaftNode
 from .messages import Message, MsgType, Ready, Role
@@ -43,7 +41,7 @@ class _Stop:
     pass
 
 
-class RaftStore:
+class RaftStore(Reads):
     def __init__(self, path: Path, node_id: str, peers: list[str], *, send: Callable[[list[Message]], None],
                  loop: asyncio.AbstractEventLoop, tick_seconds: float = 0.04,
                  election_ticks: tuple[int, int] = (10, 20), heartbeat_ticks: int = 2,
@@ -128,16 +126,6 @@ class RaftStore:
 
     def status(self) -> dict[str, Any]:
         return self._status
-
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        try:
-            return list(self.reader.execute(sql, args))
-        except apsw.Error as exc:
-            raise StorageError(f"cannot read state: {exc}") from exc
-
-    def query_one(self, sql: str, args: tuple = ()) -> tuple | None:
-        rows = self.query(sql, args)
-        return rows[0] if rows else None
 
     def close(self) -> None:
         if self._closed:

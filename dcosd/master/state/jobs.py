@@ -62,7 +62,7 @@ def apply_job_put(db: apsw.Connection, c: Command) -> dict[str, Any]:
     if c.get("schedules") is not None:
         keep = [s["schedule"]["id"] for s in c["schedules"]]
         marks = ",".join("?" * len(keep))
-        db.execute(f"DELETE FROM job_schedules WHERE job_id = ?" + (f" AND id NOT IN ({marks})" if keep else ""),
+        db.execute("DELETE FROM job_schedules WHERE job_id = ?" + (f" AND id NOT IN ({marks})" if keep else ""),
                    (jid, *keep))
         for s in c["schedules"]:
             _put_schedule(db, jid, s)

@@ -73,7 +73,23 @@ class _Pending:
         self.loop = loop
 
 
-class StateStore:
+class Reads:
+    """Reads of the state on the event loop, through the store's own reader connection (WAL)."""
+
+    reader: apsw.Connection
+
+    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
+        try:
+            return list(self.reader.execute(sql, args))
+        except apsw.Error as exc:
+            raise StorageError(f"cannot read state: {exc}") from exc
+
+    def query_one(self, sql: str, args: tuple = ()) -> tuple | None:
+        rows = self.query(sql, args)
+        return rows[0] if rows else None
+
+
+class StateStore(Reads):
     def __init__(self, path: Path) -> None:
         self.path = Path(path)
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -159,17 +175,6 @@ class StateStore:
             p.future.set_result(value)
         else:
             p.future.set_exception(value)
-
-    # -- reads ---------------------------------------------------------------------
-    def query(self, sql: str, args: tuple = ()) -> list[tuple]:
-        try:
-            return list(self.reader.execute(sql, args))
-        except apsw.Error as exc:
-            raise StorageError(f"cannot read state: {exc}") from exc
-
-    def query_one(self, sql: str, args: tuple = ()) -> tuple | None:
-        rows = self.query(sql, args)
-        return rows[0] if rows else None
 
     def close(self) -> None:
         if self._closed:
