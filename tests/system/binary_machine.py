@@ -94,9 +94,23 @@ def start_machine(sandbox_mod: Any) -> Machine:
             r = sb.run(["mount", "-t", "overlay", "overlay", "-o", opts, path])
             if r.returncode != 0:
                 raise RuntimeError(f"overlay on {path}: {r.stderr}")
+        # A clone that lives under /tmp (CI's may) must stay visible under the private /tmp: park it
+        # on /run (the sandbox's own tmpfs) first, then bind it back at the same path.
+        repo = Path(__file__).resolve().parents[2]
+        keep = Path("/tmp") / repo.relative_to("/tmp").parts[0] if repo.is_relative_to("/tmp") else None
+        if keep is not None:
+            for argv in (["mkdir", "-p", "/run/dcosd-keep"], ["mount", "--bind", str(keep), "/run/dcosd-keep"]):
+                r = sb.run(argv)
+                if r.returncode != 0:
+                    raise RuntimeError(f"{' '.join(argv)}: {r.stderr}")
         r = sb.run(["mount", "-t", "tmpfs", "-o", "mode=1777", "tmpfs", "/tmp"])
         if r.returncode != 0:
             raise RuntimeError(f"tmpfs on /tmp: {r.stderr}")
+        if keep is not None:
+            for argv in (["mkdir", "-p", str(keep)], ["mount", "--bind", "/run/dcosd-keep", str(keep)]):
+                r = sb.run(argv)
+                if r.returncode != 0:
+                    raise RuntimeError(f"{' '.join(argv)}: {r.stderr}")
     except BaseException:
         stop_machine(m)
         raise

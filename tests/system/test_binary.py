@@ -15,6 +15,7 @@ import importlib.util
 import json
 import os
 import shutil
+import tempfile
 import subprocess
 import sys
 from pathlib import Path
@@ -58,9 +59,10 @@ def built_binary() -> Iterator[Path]:
                        timeout=840)
     HEADS_AT_BUILD.add(git_head())
     assert r.returncode == 0, f"packaging/build.sh failed ({r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-6000:]}"
-    # Under build/ (the repo's, world-readable), not pytest's tmp: the sandbox mounts its own /tmp.
-    copy_dir = REPO / "build" / f"test-binary-{os.getpid()}"
-    copy_dir.mkdir(parents=True, exist_ok=True)
+    # Under /var/tmp, not the repo nor pytest's tmp: the sandbox mounts its own /tmp, and the clone
+    # itself may live under /tmp (CI's does, somewhere); /var/tmp is neither overlaid nor hidden.
+    copy_dir = Path(tempfile.mkdtemp(prefix="dcosd-test-binary-", dir="/var/tmp"))
+    copy_dir.chmod(0o755)
     copy = copy_dir / "dcosd"
     shutil.copy2(REPO / "dist" / "dcosd", copy)
     yield copy
