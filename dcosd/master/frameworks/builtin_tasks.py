@@ -23,7 +23,6 @@ from dcosd.master.placement import AgentView, PendingTask, _why_waiting
 from dcosd.master.state import views
 from dcosd.model.ids import BUILTIN_TASKS_FRAMEWORK, new_uuid
 from dcosd.model.resources import Resources
-from dcosd.model.states import TaskState
 
 if TYPE_CHECKING:
     from dcosd.master.frameworks.scheduling import Scheduling
@@ -132,22 +131,10 @@ class BuiltinTasks:
         s = self.scheduling
         assert s is not None
         now = time.time()
-        proposals = [s.master.store.propose({"type": "task_place", "task_id": t.spec["task_id"], "agent_id": agent_id,
-                                             "resources": drawn.flatten().to_dict(), "time": now,
-                                             "uuid": new_uuid()})
-                     for t, _, drawn in tasks]
-        outcomes = await asyncio.gather(*proposals, return_exceptions=True)
-        ok = []
-        for (t, _, _), outcome in zip(tasks, outcomes):
-            tid = t.spec["task_id"]
-            if isinstance(outcome, BaseException):
-                log.warning("placing %s on %s failed: %s", tid, agent_id, outcome)
-                continue
-            ok.append(tid)
-            row = views.task(s.master.store, tid, history=False)
-            if row is not None and row["state"] == TaskState.STAGING.value:
-                s.master.agents.launch(row)
-        return ok
+        return await s.record_and_launch(agent_id, [
+            (t.spec["task_id"], {"type": "task_place", "task_id": t.spec["task_id"], "agent_id": agent_id,
+                                 "resources": drawn.flatten().to_dict(), "time": now, "uuid": new_uuid()})
+            for t, _, drawn in tasks])
 
     # -- why tasks wait ------------------------------------------------------------------
     def after_cycle(self) -> None:

@@ -351,6 +351,23 @@ class Scheduling:
                         self.master.agents.launch(row)
         return AcceptOutcome(True, agent_id=agent_id, launched=ok_ids)
 
+    async def record_and_launch(self, agent_id: str, commands: list[tuple[str, dict[str, Any]]]) -> list[str]:
+        """For built-in frameworks: commit one command per (task id, command) placing that task on
+        ``agent_id``, then send the agent a launch for each task now STAGING — only after its command is
+        committed. Returns the ids whose command committed."""
+        outcomes = await asyncio.gather(*(self.master.store.propose(cmd) for _, cmd in commands),
+                                        return_exceptions=True)
+        ok = []
+        for (tid, cmd), outcome in zip(commands, outcomes):
+            if isinstance(outcome, BaseException):
+                log.warning("%s of %s on %s not recorded: %s", cmd["type"], tid, agent_id, outcome)
+                continue
+            ok.append(tid)
+            row = views.task(self.master.store, tid, history=False)
+            if row is not None and row["state"] == TaskState.STAGING.value:
+                self.master.agents.launch(row)
+        return ok
+
     async def _commit_launch(self, fid: str, agent_id: str, tasks: list[tuple[PlannedTask, str, RoleResources]],
                              execs: list[tuple[PlannedTask, str, RoleResources]],
                              reserved: Sequence[tuple[str, Resources]],

@@ -39,7 +39,6 @@ from dcosd.master.jobs.clock import Clock, from_env
 from dcosd.master.jobs.runs import (
     RunStatus, StopReason, decide_fires, past_active_deadline, past_launch_deadline,
 )
-from dcosd.master.state import views as state_views
 from dcosd.model.ids import new_uuid
 from dcosd.model.states import TaskState
 
@@ -268,24 +267,12 @@ class JobFramework:
         s = self.scheduling
         assert s is not None
         now = self.clock.now()
-        proposals = []
+        commands = []
         for t, role, drawn in tasks:
             spec = t.spec
-            run_id = spec["labels"]["job_run_id"]
-            attempt = int(spec["env"]["DCOSD_JOB_ATTEMPT"])
-            proposals.append(s.master.store.propose({
-                "type": "job_run_launch", "run_id": run_id, "attempt": attempt, "agent_id": agent_id,
+            commands.append((spec["task_id"], {
+                "type": "job_run_launch", "run_id": spec["labels"]["job_run_id"],
+                "attempt": int(spec["env"]["DCOSD_JOB_ATTEMPT"]), "agent_id": agent_id,
                 "task": {"spec": spec, "resources": drawn.flatten().to_dict(), "role": role, "alloc": drawn.to_dict()},
                 "time": now, "task_time": time.time(), "uuid": new_uuid()}))
-        outcomes = await asyncio.gather(*proposals, return_exceptions=True)
-        ok = []
-        for (t, _, _), outcome in zip(tasks, outcomes):
-            tid = t.spec["task_id"]
-            if isinstance(outcome, BaseException):
-                log.warning("launching %s on %s not recorded: %s", tid, agent_id, outcome)
-                continue
-            ok.append(tid)
-            row = state_views.task(s.master.store, tid, history=False)
-            if row is not None and row["state"] == TaskState.STAGING.value:
-                s.master.agents.launch(row)
-        return ok
+        return await s.record_and_launch(agent_id, commands)
