@@ -26,7 +26,8 @@ from aiohttp import web
 from dcosd.errors import ConfigError, NotLeader, Unavailable
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
-from dcosd.master.replog.transport import RAFT_PATH, HttpTransport, decode_batch
+from dcosd.master.replog.transport import MAX_FRAME, RAFT_PATH, HttpTransport
+from dcosd.master.replog.wire import WireError, decode_frame
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -35,7 +36,7 @@ log = logging.getLogger(__name__)
 
 READ_INDEX_PATH = "/dcosd/internal/v1/read-index"
 # Compact the log into a snapshot after this many applied entries (tests lower it).
-SNAPSHOT_EVERY = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_EVERY", "5000"))
+SNAPSHOT_EVERY = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_EVERY", "10000"))
 # Answered by every master from its own state, leader or not.
 _LOCAL = {"/health", "/version", "/redirect", "/master/redirect", RAFT_PATH, READ_INDEX_PATH}
 _CLUSTER = "/dcosd/v1/cluster"  # the leader's view when there is one (follower lag), else this master's
@@ -98,7 +99,7 @@ class HighAvailability:
             await self._http.close()
 
     def routes(self) -> list[web.RouteDef]:
-        return [web.post(RAFT_PATH, self.raft_messages), web.post(READ_INDEX_PATH, self.read_index)]
+        return [web.get(RAFT_PATH, self.raft_stream), web.post(READ_INDEX_PATH, self.read_index)]
 
     # -- leadership -----------------------------------------------------------------------------
     def leader_url(self) -> str | None:
@@ -135,10 +136,22 @@ class HighAvailability:
         os._exit(70)
 
     # -- HTTP -----------------------------------------------------------------------------------
-    async def raft_messages(self, request: web.Request) -> web.Response:
+    async def raft_stream(self, request: web.Request) -> web.StreamResponse:
+        """A peer's messages for this master, one binary frame per batch, for as long as it is up."""
         self.master.require_agent_secret(request)
-        self.store.step(decode_batch(await request.read()))
-        return web.Response(status=204)
+        ws = web.WebSocketResponse(heartbeat=1.0, max_msg_size=MAX_FRAME, compress=False)
+        await ws.prepare(request)
+        async for msg in ws:
+            if msg.type != aiohttp.WSMsgType.BINARY:
+                continue
+            try:
+                messages = decode_frame(msg.data)
+            except WireError as exc:
+                log.warning("dropping a raft stream from %s: %s", request.remote, exc)
+                await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:100].encode())
+                break
+            self.store.step(messages)
+        return ws
 
     async def read_index(self, request: web.Request) -> web.Response:
         self.master.require_agent_secret(request)

@@ -4,11 +4,17 @@
 ``read_index()`` / ``wait_applied()`` for linearizable reads, ``step(messages)`` for the transport,
 and ``status()``.
 
-One thread owns the RaftNode and the writer connection (blocking SQLite and fsync stay off the
-event loop). It wakes on its queue (proposals, messages, reads) or on the next tick of a monotonic
-clock, feeds the node everything waiting (all proposals waiting become ONE propose_many, so one
-Ready and one fsync carry them: group commit), then drives the Ready loop of replog/DESIGN.md.
-Results go back to the loop with call_soon_threadsafe, after COMMIT.
+The RaftNode is driven on the event loop, like etcd's raft goroutine: inputs (proposals, peers'
+messages, read requests, ticks) are queued and one ``_pump`` per loop turn feeds them all to the
+node, so everything that arrived together becomes one Ready, one transaction and one fsync (group
+commit). The fsync blocks the loop for its duration (a fraction of a millisecond on the disks we
+target); requests that arrive meanwhile wait in socket buffers and join the next batch. An earlier
+version ran the node on its own thread: every input and every result then crossed threads and the
+GIL, which cost more CPU and latency per write than the replication itself.
+
+A leader's appends and heartbeats leave one loop turn BEFORE it persists the same entries, so the
+followers' fsyncs run in parallel with its own (Raft thesis §10.2.1); it counts itself toward a
+commit only after advance(). Until then the Ready is outstanding and new inputs wait in the queues.
 """
 
 from __future__ import annotations
@@ -16,15 +22,13 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import queue
 import random
-import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable
+from dcosd.master.state.checkpoint import Checkpointer
 from dcosd.master.state.store import Reads, migrate, open_db
 
 from .core import RaftNode
@@ -35,10 +39,7 @@ log = logging.getLogger(__name__)
 
 PROPOSE_TIMEOUT = 30.0
 READ_TIMEOUT = 5.0
-
-
-class _Stop:
-    pass
+_EARLY = (MsgType.APPEND, MsgType.HEARTBEAT)
 
 
 class RaftStore(Reads):
@@ -60,6 +61,7 @@ class RaftStore(Reads):
         migrate(self._writer)
         self.reader = open_db(self.path)
         self.storage = RaftStorage(self._writer, self.path)
+        self._checkpointer = Checkpointer(self.path, self._writer)
         if rejoin and not self.storage.is_empty():
             raise StorageError(f"--rejoin needs an empty data directory; {self.path} already holds Raft state")
         state, applied = self.storage.load()
@@ -70,47 +72,58 @@ class RaftStore(Reads):
             while self.node.role != Role.LEADER:
                 self.node.tick()
         self.listeners: list[Any] = []
-        # Loop-side view, updated after every Ready.
         self.applied = applied
         self.leader: str | None = None
         self.is_leader = False
         self.term = state.hard_state.term
-        self._status: dict[str, Any] = self.node.status()
         self._applied_waiters: list[tuple[int, asyncio.Future]] = []
-        # Thread-side.
-        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        # Inputs waiting for the next pump.
+        self._proposals: list[tuple[bytes, asyncio.Future]] = []
+        self._inbox: list[Message] = []
+        self._read_requests: list[asyncio.Future] = []
+        self._ticks_due = 0
+        # Outputs the node still owes.
         self._waiting: dict[int, tuple[int, asyncio.Future]] = {}  # index -> (term, future)
         self._reads: dict[int, asyncio.Future] = {}
         self._read_seq = 0
         self._announced: tuple[bool, str | None, int] = (False, None, -1)
+        self._outstanding = False  # a Ready is between ready() and advance() (its persist deferred a turn)
+        self._pump_handle: asyncio.Handle | None = None
         self._closed = False
         self._failed: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="raft", daemon=True)
-        self._thread.start()
+        self._tick_handle = loop.call_later(tick_seconds, self._on_tick)
+        self._schedule()  # a fresh node may already owe a Ready (a one-master cluster's election)
 
-    # -- the loop-side surface ------------------------------------------------------------------
+    # -- the surface ----------------------------------------------------------------------------
     async def propose(self, command: dict[str, Any]) -> Any:
         if self._closed or self._failed is not None:
             raise StorageError("state store is closed")
         fut: asyncio.Future = self.loop.create_future()
-        self._queue.put(("propose", json.dumps(command).encode(), fut))
+        self._proposals.append((json.dumps(command).encode(), fut))
+        self._schedule()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), PROPOSE_TIMEOUT)
+            async with asyncio.timeout(PROPOSE_TIMEOUT):
+                return await fut
         except TimeoutError:
             raise Unavailable("the write was not committed in time (no quorum of masters?); its outcome is "
                               "unknown") from None
 
     def step(self, messages: list[Message]) -> None:
         if not self._closed:
-            self._queue.put(("step", messages, None))
+            self._inbox.extend(messages)
+            self._schedule()
 
     async def read_index(self) -> int:
         """On the leader: an index such that state applied up to it reflects every write acknowledged
         before this call (Raft read index). Raises NotLeader."""
+        if self._closed or self._failed is not None:
+            raise StorageError("state store is closed")
         fut: asyncio.Future = self.loop.create_future()
-        self._queue.put(("read", None, fut))
+        self._read_requests.append(fut)
+        self._schedule()
         try:
-            return await asyncio.wait_for(asyncio.shield(fut), READ_TIMEOUT)
+            async with asyncio.timeout(READ_TIMEOUT):
+                return await fut
         except TimeoutError:
             raise Unavailable("could not confirm leadership for a linearizable read (no quorum?)") from None
 
@@ -125,96 +138,62 @@ class RaftStore(Reads):
             raise Unavailable(f"this master has not caught up to index {index} yet") from None
 
     def status(self) -> dict[str, Any]:
-        return self._status
+        return self.node.status()
 
     def close(self) -> None:
         if self._closed:
             return
         self._closed = True
-        self._queue.put(("stop", None, None))
-        self._thread.join(timeout=10)
+        self._tick_handle.cancel()
+        if self._pump_handle is not None:
+            self._pump_handle.cancel()
+        closed = StorageError("state store is closed")
+        for fut in [f for _, f in self._proposals] + [f for _, f in self._waiting.values()] + \
+                self._read_requests + list(self._reads.values()):
+            self._settle(fut, closed, False)
+        self._checkpointer.close()
         self._writer.close()
         self.reader.close()
-
-    # -- results, on the loop -------------------------------------------------------------------
-    def _deliver(self, results: list[tuple[dict | None, bool, Any, asyncio.Future | None]], applied: int,
-                 status: dict[str, Any]) -> None:
-        self._status = status
-        for command, ok, value, fut in results:
-            if ok and command is not None:
-                for listener in list(self.listeners):
-                    try:
-                        listener(command, value)
-                    except Exception:
-                        log.exception("state listener failed")
-            if fut is not None and not fut.done():
-                fut.set_result(value) if ok else fut.set_exception(value)
-        if applied > self.applied:
-            self.applied = applied
-            keep = []
-            for index, f in self._applied_waiters:
-                if index <= applied:
-                    if not f.done():
-                        f.set_result(None)
-                else:
-                    keep.append((index, f))
-            self._applied_waiters = keep
-
-    def _leadership(self, is_leader: bool, leader: str | None, term: int) -> None:
-        self.is_leader, self.leader, self.term = is_leader, leader, term
-        if self._on_leadership is not None:
-            self._on_leadership(is_leader, leader, term)
 
     @staticmethod
     def _settle(fut: asyncio.Future, value: Any, ok: bool) -> None:
         if not fut.done():
             fut.set_result(value) if ok else fut.set_exception(value)
 
-    def _post(self, fn: Callable, *args: Any) -> None:
-        try:
-            self.loop.call_soon_threadsafe(fn, *args)
-        except RuntimeError:  # the loop is closed: we are shutting down
-            pass
+    # -- driving the node -------------------------------------------------------------------------
+    def _schedule(self) -> None:
+        if self._pump_handle is None and not self._outstanding and not self._closed:
+            self._pump_handle = self.loop.call_soon(self._pump)
 
-    # -- the Raft thread ------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except BaseException as exc:  # noqa: BLE001 — storage failure: this master must stop
-            self._failed = exc
-            log.critical("replicated log stopped: %s", exc)
-            for _, fut in self._waiting.values():
-                self._post(self._settle, fut, exc, False)
-            if self._on_fatal is not None:
-                self._post(self._on_fatal, exc)
+    def _on_tick(self) -> None:
+        if self._closed:
+            return
+        self._tick_handle = self.loop.call_later(self.tick_seconds, self._on_tick)
+        self._ticks_due += 1
+        self._schedule()
 
-    def _loop(self) -> None:
+    def _pump(self) -> None:
+        """Feed the node everything queued, then work off its Readys."""
+        self._pump_handle = None
+        if self._outstanding or self._closed or self._failed is not None:
+            return
         node = self.node
-        next_tick = time.monotonic() + self.tick_seconds
-        while True:
-            items = []
-            try:
-                items.append(self._queue.get(timeout=max(0.0, next_tick - time.monotonic())))
-                while True:
-                    items.append(self._queue.get_nowait())
-            except queue.Empty:
-                pass
-            proposals: list[tuple[bytes, asyncio.Future]] = []
-            for kind, payload, fut in items:
-                if kind == "stop":
-                    return
-                if kind == "propose":
-                    proposals.append((payload, fut))
-                elif kind == "step":
-                    for m in payload:
-                        node.step(m)
-                elif kind == "read":
-                    self._read_seq += 1
-                    try:
-                        node.read_index(self._read_seq)
-                        self._reads[self._read_seq] = fut
-                    except NotLeader as exc:
-                        self._post(self._settle, fut, exc, False)
+        try:
+            inbox, self._inbox = self._inbox, []
+            for m in inbox:
+                node.step(m)
+            if self._ticks_due:
+                self._ticks_due = 0  # one tick, however late: a stalled loop must not burst ticks
+                node.tick()
+            reads, self._read_requests = self._read_requests, []
+            for fut in reads:
+                self._read_seq += 1
+                try:
+                    node.read_index(self._read_seq)
+                    self._reads[self._read_seq] = fut
+                except NotLeader as exc:
+                    self._settle(fut, exc, False)
+            proposals, self._proposals = self._proposals, []
             if proposals:
                 try:
                     placed = node.propose_many([p for p, _ in proposals])
@@ -222,31 +201,55 @@ class RaftStore(Reads):
                         self._waiting[pr.index] = (pr.term, fut)
                 except NotLeader as exc:
                     for _, fut in proposals:
-                        self._post(self._settle, fut, NotLeader(leader=exc.leader), False)
-            now = time.monotonic()
-            if now >= next_tick:
-                node.tick()
-                next_tick += self.tick_seconds
-                if next_tick < now:  # we were stalled (a long fsync): do not burst ticks
-                    next_tick = now + self.tick_seconds
-            while node.has_ready():
-                self._handle(node.ready())
+                        self._settle(fut, NotLeader(leader=exc.leader), False)
+            self._drive()
+        except BaseException as exc:  # noqa: BLE001 — storage failure: this master must stop
+            self._fail(exc)
 
-    def _handle(self, rd: Ready) -> None:
+    def _drive(self) -> None:
         node = self.node
-        messages = rd.messages
-        if (messages and node.role == Role.LEADER and rd.snapshot is None
-                and not self.storage.vouches(rd.hard_state)):
-            # A leader's appends and heartbeats vouch for nothing of its own disk (its term is already
-            # durable): they leave while it fsyncs the same entries, which it counts for commit only
-            # after advance() (Raft thesis §10.2.1). A commit thus waits for max(own, follower's) fsync.
-            early = [m for m in messages if m.type in (MsgType.APPEND, MsgType.HEARTBEAT)]
-            if early:
-                self._post(self._send, early)
-                messages = [m for m in messages if m.type not in (MsgType.APPEND, MsgType.HEARTBEAT)]
-        outcomes = self.storage.write_ready(rd)  # 1 + 3: one transaction, fsynced
+        while node.has_ready():
+            rd = node.ready()
+            if (rd.entries and node.role == Role.LEADER and rd.snapshot is None
+                    and not self.storage.vouches(rd.hard_state)):
+                # Our appends and heartbeats vouch for nothing of our own disk (the term is already
+                # durable): they go out now, and the fsync of the same entries waits one loop turn so
+                # the transport writes them first.
+                early = [m for m in rd.messages if m.type in _EARLY]
+                if early:
+                    self._send(early)
+                    self._outstanding = True
+                    self.loop.call_soon(self._finish_later, rd, [m for m in rd.messages if m.type not in _EARLY])
+                    return
+            self._finish(rd, rd.messages)
+
+    def _finish_later(self, rd: Ready, messages: list[Message]) -> None:
+        if self._closed:
+            return
+        try:
+            self._finish(rd, messages)
+            self._outstanding = False
+            self._pump()  # whatever arrived meanwhile, and anything the node owes now
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
+
+    def _fail(self, exc: BaseException) -> None:
+        self._failed = exc
+        log.critical("replicated log stopped: %s", exc)
+        for _, fut in self._waiting.values():
+            self._settle(fut, exc, False)
+        for _, fut in self._proposals:
+            self._settle(fut, exc, False)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
+
+    def _finish(self, rd: Ready, messages: list[Message]) -> None:
+        """Steps 1-6 of the I/O contract in replog/DESIGN.md for one Ready."""
+        node = self.node
+        outcomes = self.storage.write_ready(rd)  # 1 + 3: one transaction, fsynced when it must be
+        self._checkpointer.maybe_inline()
         if messages:  # 2: after the fsync
-            self._post(self._send, messages)
+            self._send(messages)
         node.advance(rd)  # 4
         if rd.snapshot_request:  # 5
             index = rd.snapshot_request
@@ -255,40 +258,57 @@ class RaftStore(Reads):
             self.storage.store_snapshot(index, term, data)
             node.compact(index, data)
             log.info("snapshot at index %d (%d bytes); log compacted", index, len(data))
-        results: list[tuple[dict | None, bool, Any, asyncio.Future | None]] = []
-        for e, ok, value in outcomes:
+        for e, ok, value, command in outcomes:
             waiter = self._waiting.pop(e.index, None)
             fut = None
             if waiter is not None:
                 term, fut = waiter
-                if term != e.term:
-                    ok, value = False, NotLeader(leader=node.leader)
-                    results.append((None, False, value, fut))
-                    continue
-            command = json.loads(e.data) if e.data else None
-            results.append((command, ok, value, fut))
+                if term != e.term:  # our proposal lost its slot to another leader's entry
+                    self._settle(fut, NotLeader(leader=node.leader), False)
+                    fut = None
+            if ok and command is not None:
+                for listener in list(self.listeners):
+                    try:
+                        listener(command, value)
+                    except Exception:
+                        log.exception("state listener failed")
+            if fut is not None:
+                self._settle(fut, value, ok)
         if rd.snapshot is not None:  # proposals whose slots the snapshot covers: outcome unknown here
             for index in [i for i in self._waiting if i <= rd.snapshot.meta.index]:
                 _, fut = self._waiting.pop(index)
-                results.append((None, False, NotLeader(leader=node.leader), fut))
-        applied = node.log.applied
-        for rs in rd.read_states:  # 6: the loop side waits for applied >= index
+                self._settle(fut, NotLeader(leader=node.leader), False)
+        self._advance_applied(node.log.applied)
+        for rs in rd.read_states:  # 6: the caller then waits for applied >= index
             fut = self._reads.pop(rs.request_id, None)
             if fut is not None:
-                self._post(self._settle, fut, rs.index, True)
+                self._settle(fut, rs.index, True)
         if rd.soft_state is not None and rd.soft_state.role != Role.LEADER:
-            for rid, fut in list(self._reads.items()):  # dropped by the core: fail them now
-                self._post(self._settle, fut, NotLeader(leader=rd.soft_state.leader), False)
+            for fut in self._reads.values():  # dropped by the core: fail them now
+                self._settle(fut, NotLeader(leader=rd.soft_state.leader), False)
             self._reads.clear()
-        status = node.status()
-        self._post(self._deliver, results, applied, status)
         # Leader-only work starts once our no-op is applied (the state then holds every committed
         # write) and stops the moment we are deposed.
-        ready = node.role == Role.LEADER and self.storage.applied_term == node.term
-        announce = (ready, node.leader, node.term)
+        announce = (node.role == Role.LEADER and self.storage.applied_term == node.term, node.leader, node.term)
         if announce != self._announced:
             self._announced = announce
-            self._post(self._leadership, *announce)
+            self.is_leader, self.leader, self.term = announce
+            if self._on_leadership is not None:
+                self._on_leadership(*announce)
+
+    def _advance_applied(self, applied: int) -> None:
+        if applied <= self.applied:
+            return
+        self.applied = applied
+        if self._applied_waiters:
+            keep = []
+            for index, f in self._applied_waiters:
+                if index <= applied:
+                    if not f.done():
+                        f.set_result(None)
+                else:
+                    keep.append((index, f))
+            self._applied_waiters = keep
 
 
 __all__ = ["DcosdError", "RaftStore"]

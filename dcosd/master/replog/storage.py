@@ -37,7 +37,8 @@ from .messages import (
 NODE_TABLES = ("raft_hard_state", "raft_log", "raft_snapshot")
 
 # (ok, value) per applied NORMAL entry: value is apply()'s result or the DcosdError that refused it.
-Outcome = tuple[Entry, bool, Any]
+# (entry, applied without error, apply()'s result or the error, the decoded command or None)
+Outcome = tuple[Entry, bool, Any, Any]
 
 
 class RaftStorage:
@@ -143,23 +144,26 @@ class RaftStorage:
 
     def _apply(self, e: Entry) -> Outcome:
         if e.kind != EntryKind.NORMAL:
-            return (e, True, None)
+            return (e, True, None, None)
         db = self.db
         db.execute("SAVEPOINT cmd")
+        command = None
         try:
-            result = machine.apply(db, json.loads(e.data))
+            command = json.loads(e.data)
+            result = machine.apply(db, command)
             db.execute("RELEASE cmd")
-            return (e, True, result)
+            return (e, True, result, command)
         except apsw.Error:
             raise  # not deterministic (disk, I/O): the whole Ready fails, nothing advances
         except DcosdError as exc:
             db.execute("ROLLBACK TO cmd")
             db.execute("RELEASE cmd")
-            return (e, False, exc)
+            return (e, False, exc, command)
         except Exception as exc:  # noqa: BLE001 — a bug in apply(): deterministic, so every master refuses it alike
             db.execute("ROLLBACK TO cmd")
             db.execute("RELEASE cmd")
-            return (e, False, StorageError(f"internal error applying a command: {type(exc).__name__}: {exc}"))
+            return (e, False, StorageError(f"internal error applying a command: {type(exc).__name__}: {exc}"),
+                    command)
 
     # -- snapshots ------------------------------------------------------------------------------
     def take_image(self) -> bytes:

@@ -1,63 +1,39 @@
-"""HTTP between masters: POST /dcosd/internal/v1/raft, a JSON batch of messages, cluster secret.
+"""Raft messages between masters: one long-lived WebSocket per ordered pair of masters.
 
-Fire and forget, as the core expects: each peer has an outbox and one sender task that posts
-everything waiting in one request, so messages batch themselves while a request is in flight.
-A peer that does not answer costs a bounded outbox (oldest messages dropped: the core resends)
-and a short pause before the next attempt. Replies travel as ordinary messages the other way.
+Each master dials every peer at ``GET /dcosd/internal/v1/raft`` (an HTTP upgrade carrying the
+cluster secret) and sends its messages for that peer as binary frames (replog/wire.py); replies
+come back the same way on the connection the peer dialled. A stream, not a request per batch:
+with an HTTP POST per batch, request and response handling on both ends cost more CPU than the
+replication itself, and a reply waited for a request of its own.
+
+Fire and forget, as the core expects. Messages queued while a frame is being written go out
+together in the next frame, so batches form by themselves under load. A peer that is down costs a
+bounded outbox (oldest dropped: the core resends) and a reconnect every ``_RETRY_PAUSE``. A peer
+that stops answering pings (a cut link, where TCP alone would wait minutes) is dropped after
+``_PING_SECONDS`` and redialled.
+
+``send()`` is called from the Raft loop; it only queues and wakes the peer's sender task, which runs
+on the next turn of the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import base64
-import json
 import logging
 from collections.abc import Callable
-from typing import Any
 
 import aiohttp
 
-from .messages import Entry, EntryKind, Message, MsgType, Snapshot, SnapshotMeta
+from .messages import Message
+from .wire import encode_frame
 
 log = logging.getLogger(__name__)
 
 RAFT_PATH = "/dcosd/internal/v1/raft"
 MAX_OUTBOX = 4096
+MAX_FRAME = 1 << 31  # a snapshot image travels as one frame
 _RETRY_PAUSE = 0.05
-
-
-def encode(m: Message) -> dict[str, Any]:
-    d: dict[str, Any] = {"t": int(m.type), "f": m.frm, "to": m.to, "term": m.term}
-    if m.log_term:
-        d["lt"] = m.log_term
-    if m.index:
-        d["i"] = m.index
-    if m.commit:
-        d["c"] = m.commit
-    if m.reject:
-        d["r"] = 1
-    if m.reject_hint:
-        d["rh"] = m.reject_hint
-    if m.seq:
-        d["s"] = m.seq
-    if m.rejoin:
-        d["rj"] = 1
-    if m.entries:
-        d["e"] = [[e.term, e.index, int(e.kind), e.data.decode()] for e in m.entries]
-    if m.snapshot is not None:
-        d["snap"] = [m.snapshot.meta.index, m.snapshot.meta.term, base64.b64encode(m.snapshot.data).decode()]
-    return d
-
-
-def decode(d: dict[str, Any]) -> Message:
-    snap = None
-    if "snap" in d:
-        i, t, data = d["snap"]
-        snap = Snapshot(SnapshotMeta(int(i), int(t)), base64.b64decode(data))
-    return Message(MsgType(d["t"]), str(d["f"]), str(d["to"]), int(d["term"]), log_term=d.get("lt", 0),
-                   index=d.get("i", 0), commit=d.get("c", 0), reject=bool(d.get("r")),
-                   reject_hint=d.get("rh", 0), seq=d.get("s", 0), rejoin=bool(d.get("rj")), snapshot=snap,
-                   entries=tuple(Entry(t, i, data.encode(), EntryKind(k)) for t, i, k, data in d.get("e", ())))
+_PING_SECONDS = 1.0
 
 
 class HttpTransport:
@@ -71,8 +47,7 @@ class HttpTransport:
         self.reachable: dict[str, bool] = {p: False for p in self.peers}
 
     def start(self, my_id: str) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10, sock_connect=1),
-                                           connector=aiohttp.TCPConnector(limit_per_host=4))
+        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=1))
         for p in self.peers:
             if p != my_id:
                 self._wake[p] = asyncio.Event()
@@ -98,29 +73,45 @@ class HttpTransport:
 
     async def _sender(self, peer: str) -> None:
         url = self.peers[peer] + RAFT_PATH
-        wake = self._wake[peer]
-        assert self._http is not None
         while True:
-            await wake.wait()
-            wake.clear()
-            batch, self._outbox[peer] = self._outbox[peer], []
-            if not batch:
-                continue
-            body = json.dumps([encode(m) for m in batch])
             try:
-                async with self._http.post(url, data=body, headers={
-                        "Authorization": f"Bearer {self._secret()}", "Content-Type": "application/json"}) as resp:
-                    await resp.read()
-                    if resp.status != 204:
-                        log.warning("master %s refused raft messages (%s)", peer, resp.status)
-                        await asyncio.sleep(1.0)
-                    self.reachable[peer] = resp.status == 204
-            except (TimeoutError, aiohttp.ClientError, OSError) as exc:
+                await self._stream(peer, url)
+            except asyncio.CancelledError:
+                raise
+            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
                 if self.reachable[peer]:
                     log.warning("master %s unreachable: %s", peer, exc)
-                self.reachable[peer] = False
-                await asyncio.sleep(_RETRY_PAUSE)
+                elif isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (401, 403):
+                    log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
+                                peer, exc.status)
+                    await asyncio.sleep(1.0)
+            self.reachable[peer] = False
+            await asyncio.sleep(_RETRY_PAUSE)
 
+    async def _stream(self, peer: str, url: str) -> None:
+        assert self._http is not None
+        wake = self._wake[peer]
+        async with self._http.ws_connect(url, headers={"Authorization": f"Bearer {self._secret()}"},
+                                         heartbeat=_PING_SECONDS, max_msg_size=MAX_FRAME, compress=0,
+                                         autoclose=True) as ws:
+            self.reachable[peer] = True
+            closed = asyncio.create_task(self._until_closed(ws, wake), name=f"raft-recv-{peer}")
+            try:
+                while True:
+                    await wake.wait()
+                    wake.clear()
+                    if ws.closed:
+                        raise ConnectionError("connection closed")
+                    batch, self._outbox[peer] = self._outbox[peer], []
+                    if batch:
+                        await ws.send_bytes(encode_frame(batch))
+            finally:
+                closed.cancel()
 
-def decode_batch(raw: bytes) -> list[Message]:
-    return [decode(d) for d in json.loads(raw)]
+    @staticmethod
+    async def _until_closed(ws: aiohttp.ClientWebSocketResponse, wake: asyncio.Event) -> None:
+        # Nothing but control frames comes back on this connection; reading them is what notices a
+        # close or a missed pong, and waking the sender makes it reconnect.
+        async for _ in ws:
+            pass
+        wake.set()
