@@ -26,6 +26,7 @@ import apsw
 
 from dcosd.errors import DcosdError, StorageError
 from dcosd.master.state import machine
+from dcosd.master.state.checkpoint import Checkpointer
 from dcosd.master.state.migrations import LATEST, MIGRATIONS
 
 # Keep this many applied log entries; older ones are deleted (the replicated log
@@ -96,6 +97,7 @@ class StateStore(Reads):
         self._writer = open_db(self.path)
         migrate(self._writer)
         self.reader = open_db(self.path)
+        self._checkpointer = Checkpointer(self.path, self._writer)
         self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._write_loop, name="state-writer", daemon=True)
         self._thread.start()
@@ -156,6 +158,7 @@ class StateStore(Reads):
             except BaseException:
                 db.execute("ROLLBACK")
                 raise
+            self._checkpointer.maybe_inline()
         except apsw.Error as exc:
             err = StorageError(f"cannot write state ({type(exc).__name__}: {exc}); nothing was changed")
             outcomes = [(False, err)] * len(batch)
@@ -182,5 +185,6 @@ class StateStore(Reads):
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=10)
+        self._checkpointer.close()
         self._writer.close()
         self.reader.close()
