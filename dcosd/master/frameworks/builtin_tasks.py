@@ -33,6 +33,9 @@ ROLE = "*"
 # Leftovers of an offer are not offered back to this framework for this long, unless more
 # becomes free there or a task is submitted (which revives).
 REFUSE_SECONDS = 2.0
+# Why tasks wait is written at most this often: a burst of submits then costs one replicated write,
+# not one per submit (the first version doubled the writes of a steady trickle of submits).
+REASONS_EVERY = 0.25
 
 
 class BuiltinTasks:
@@ -44,6 +47,7 @@ class BuiltinTasks:
         self._reasons_due = True
         # Agents changed: every queued task's reason may have changed, not only new tasks'.
         self._reasons_all = True
+        self._reasons_timer: asyncio.TimerHandle | None = None
 
     # -- attachment (every leadership) ----------------------------------------------
     def attach(self, scheduling: "Scheduling") -> None:
@@ -54,6 +58,9 @@ class BuiltinTasks:
         scheduling.master.store.listeners.append(self._on_commit)
 
     def detach(self) -> None:
+        if self._reasons_timer is not None:
+            self._reasons_timer.cancel()
+            self._reasons_timer = None
         s = self.scheduling
         if s is not None and self._on_commit in s.master.store.listeners:
             s.master.store.listeners.remove(self._on_commit)
@@ -138,7 +145,13 @@ class BuiltinTasks:
 
     # -- why tasks wait ------------------------------------------------------------------
     def after_cycle(self) -> None:
-        if not self._reasons_due or self.scheduling is None:
+        if not self._reasons_due or self.scheduling is None or self._reasons_timer is not None:
+            return
+        self._reasons_timer = asyncio.get_running_loop().call_later(REASONS_EVERY, self._reasons_now)
+
+    def _reasons_now(self) -> None:
+        self._reasons_timer = None
+        if self.scheduling is None:
             return
         self._reasons_due = False
         asyncio.get_running_loop().create_task(self._update_reasons())
