@@ -5,16 +5,20 @@
 and ``status()``.
 
 The RaftNode is driven on the event loop, like etcd's raft goroutine: inputs (proposals, peers'
-messages, read requests, ticks) are queued and one ``_pump`` per loop turn feeds them all to the
-node, so everything that arrived together becomes one Ready, one transaction and one fsync (group
-commit). The fsync blocks the loop for its duration (a fraction of a millisecond on the disks we
-target); requests that arrive meanwhile wait in socket buffers and join the next batch. An earlier
-version ran the node on its own thread: every input and every result then crossed threads and the
-GIL, which cost more CPU and latency per write than the replication itself.
+messages, read requests, ticks) are queued and one ``_pump`` feeds them all to the node, so
+everything that arrived together becomes one Ready, one transaction and one fsync (group commit).
+An earlier version ran the whole node on its own thread: every input and every result then crossed
+threads and the GIL, which cost more CPU and latency per write than the replication itself.
 
-A leader's appends and heartbeats leave one loop turn BEFORE it persists the same entries, so the
-followers' fsyncs run in parallel with its own (Raft thesis §10.2.1); it counts itself toward a
-commit only after advance(). Until then the Ready is outstanding and new inputs wait in the queues.
+Only the transaction of a Ready that must be fsynced runs on the ``raft-disk`` thread (apsw lets go
+of the GIL inside SQLite), so the loop keeps serving requests and reading peers' messages during
+the fsync, which takes milliseconds when several masters share a disk. While it runs the Ready is
+outstanding: new inputs wait in the queues and become the next, larger batch. A Ready that only
+applies committed entries (no fsync) is written on the loop.
+
+A leader's appends and heartbeats leave BEFORE it persists the same entries, so the followers'
+fsyncs run in parallel with its own (Raft thesis §10.2.1); it counts itself toward a commit only
+after advance().
 """
 
 from __future__ import annotations
@@ -22,7 +26,9 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import queue
 import random
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -87,10 +93,13 @@ class RaftStore(Reads):
         self._reads: dict[int, asyncio.Future] = {}
         self._read_seq = 0
         self._announced: tuple[bool, str | None, int] = (False, None, -1)
-        self._outstanding = False  # a Ready is between ready() and advance() (its persist deferred a turn)
+        self._outstanding = False  # a Ready is between ready() and advance() (being written on the disk thread)
         self._pump_handle: asyncio.Handle | None = None
         self._closed = False
         self._failed: BaseException | None = None
+        self._disk: queue.SimpleQueue[tuple[Ready, list[Message]] | None] = queue.SimpleQueue()
+        self._disk_thread = threading.Thread(target=self._disk_loop, name="raft-disk", daemon=True)
+        self._disk_thread.start()
         self._tick_handle = loop.call_later(tick_seconds, self._on_tick)
         self._schedule()  # a fresh node may already owe a Ready (a one-master cluster's election)
 
@@ -151,6 +160,8 @@ class RaftStore(Reads):
         for fut in [f for _, f in self._proposals] + [f for _, f in self._waiting.values()] + \
                 self._read_requests + list(self._reads.values()):
             self._settle(fut, closed, False)
+        self._disk.put(None)
+        self._disk_thread.join(timeout=10)
         self._checkpointer.close()
         self._writer.close()
         self.reader.close()
@@ -210,24 +221,45 @@ class RaftStore(Reads):
         node = self.node
         while node.has_ready():
             rd = node.ready()
-            if (rd.entries and node.role == Role.LEADER and rd.snapshot is None
-                    and not self.storage.vouches(rd.hard_state)):
+            later = rd.messages
+            if node.role == Role.LEADER and rd.snapshot is None and not self.storage.vouches(rd.hard_state):
                 # Our appends and heartbeats vouch for nothing of our own disk (the term is already
-                # durable): they go out now, and the fsync of the same entries waits one loop turn so
-                # the transport writes them first.
+                # durable): they go out now, while we write the same entries.
                 early = [m for m in rd.messages if m.type in _EARLY]
                 if early:
                     self._send(early)
-                    self._outstanding = True
-                    self.loop.call_soon(self._finish_later, rd, [m for m in rd.messages if m.type not in _EARLY])
-                    return
-            self._finish(rd, rd.messages)
+                    later = [m for m in rd.messages if m.type not in _EARLY]
+            if rd.entries or rd.snapshot is not None or self.storage.vouches(rd.hard_state):
+                self._outstanding = True
+                self._disk.put((rd, later))
+                return
+            self._finish(rd, later, self.storage.write_ready(rd))
 
-    def _finish_later(self, rd: Ready, messages: list[Message]) -> None:
+    def _disk_loop(self) -> None:
+        """The raft-disk thread: one fsynced transaction at a time, results back to the loop."""
+        while True:
+            item = self._disk.get()
+            if item is None:
+                return
+            rd, later = item
+            try:
+                outcomes = self.storage.write_ready(rd)
+                self._checkpointer.maybe_inline()
+                result: tuple = (rd, later, outcomes, None)
+            except BaseException as exc:  # noqa: BLE001 — reported on the loop, where the master stops
+                result = (rd, later, None, exc)
+            try:
+                self.loop.call_soon_threadsafe(self._persisted, *result)
+            except RuntimeError:  # the loop is closed: we are shutting down
+                return
+
+    def _persisted(self, rd: Ready, later: list[Message], outcomes: list | None, error: BaseException | None) -> None:
         if self._closed:
             return
         try:
-            self._finish(rd, messages)
+            if error is not None:
+                raise error
+            self._finish(rd, later, outcomes or [])
             self._outstanding = False
             self._pump()  # whatever arrived meanwhile, and anything the node owes now
         except BaseException as exc:  # noqa: BLE001
@@ -243,11 +275,9 @@ class RaftStore(Reads):
         if self._on_fatal is not None:
             self._on_fatal(exc)
 
-    def _finish(self, rd: Ready, messages: list[Message]) -> None:
-        """Steps 1-6 of the I/O contract in replog/DESIGN.md for one Ready."""
+    def _finish(self, rd: Ready, messages: list[Message], outcomes: list) -> None:
+        """Steps 2 and 4-6 of the I/O contract in replog/DESIGN.md, once ``rd`` is written (1 and 3)."""
         node = self.node
-        outcomes = self.storage.write_ready(rd)  # 1 + 3: one transaction, fsynced when it must be
-        self._checkpointer.maybe_inline()
         if messages:  # 2: after the fsync
             self._send(messages)
         node.advance(rd)  # 4
