@@ -8,12 +8,12 @@ itself and no request ever answers with a traceback.
 from __future__ import annotations
 
 import hmac
-import json
 import logging
 from typing import Any, Awaitable, Callable
 
 from aiohttp import web
 
+from dcosd import codec
 from dcosd.errors import DcosdError, NotLeader, Unauthorized, ValidationError
 
 log = logging.getLogger(__name__)
@@ -24,7 +24,7 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
 def json_response(data: Any, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    return web.Response(text=json.dumps(data), status=status, content_type="application/json", headers=headers)
+    return web.Response(body=codec.dumps(data), status=status, content_type="application/json", headers=headers)
 
 
 def error_response(status: int, message: str, **extra: Any) -> web.Response:
@@ -39,8 +39,8 @@ async def read_json(request: web.Request) -> Any:
     if not raw:
         raise ValidationError("request body is empty; a JSON object was expected")
     try:
-        return json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        return codec.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
         raise ValidationError(f"malformed JSON: {exc}") from exc
 
 

@@ -24,7 +24,7 @@ after advance().
 from __future__ import annotations
 
 import asyncio
-import json
+import collections
 import logging
 import queue
 import random
@@ -33,6 +33,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from dcosd import codec
 from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable
 from dcosd.master.state.checkpoint import Checkpointer
 from dcosd.master.state.store import Reads, migrate, open_db
@@ -73,7 +74,7 @@ class RaftStore(Reads):
         state, applied = self.storage.load()
         self.node = RaftNode(node_id, peers, rng=random.Random(), state=state, election_ticks=election_ticks,
                              heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,
-                             applied=applied, rejoin=rejoin)
+                             applied=applied, rejoin=rejoin, eager_commit=False)
         if len(self.node.peers) == 1:  # a one-master cluster elects itself at once
             while self.node.role != Role.LEADER:
                 self.node.tick()
@@ -88,6 +89,9 @@ class RaftStore(Reads):
         self._inbox: list[Message] = []
         self._read_requests: list[asyncio.Future] = []
         self._ticks_due = 0
+        self._imaging: threading.Thread | None = None  # a snapshot being taken beside the writer
+        self._compact_due: tuple[int, bytes] | None = None
+        self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         # Outputs the node still owes.
         self._waiting: dict[int, tuple[int, asyncio.Future]] = {}  # index -> (term, future)
         self._reads: dict[int, asyncio.Future] = {}
@@ -108,14 +112,11 @@ class RaftStore(Reads):
         if self._closed or self._failed is not None:
             raise StorageError("state store is closed")
         fut: asyncio.Future = self.loop.create_future()
-        self._proposals.append((json.dumps(command).encode(), fut))
+        self._proposals.append((codec.dumps(command), fut))
+        # One timer per write showed in profiles; the tick expires them instead, oldest first.
+        self._deadlines.append((self.loop.time() + PROPOSE_TIMEOUT, fut))
         self._schedule()
-        try:
-            async with asyncio.timeout(PROPOSE_TIMEOUT):
-                return await fut
-        except TimeoutError:
-            raise Unavailable("the write was not committed in time (no quorum of masters?); its outcome is "
-                              "unknown") from None
+        return await fut
 
     def step(self, messages: list[Message]) -> None:
         if not self._closed:
@@ -182,6 +183,11 @@ class RaftStore(Reads):
         self._tick_handle = self.loop.call_later(self.tick_seconds, self._on_tick)
         self._ticks_due += 1
         self._schedule()
+        deadlines, now = self._deadlines, self.loop.time()
+        while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
+            _, fut = deadlines.popleft()
+            self._settle(fut, Unavailable("the write was not committed in time (no quorum of masters?); its "
+                                          "outcome is unknown"), False)
 
     def _pump(self) -> None:
         """Feed the node everything queued, then work off its Readys."""
@@ -190,6 +196,14 @@ class RaftStore(Reads):
             return
         node = self.node
         try:
+            if self._compact_due is not None:  # between Readys, as the core requires
+                index, data = self._compact_due
+                self._compact_due = None
+                term = node.log.term(index)
+                if term is not None and index > node.log.offset:
+                    node.compact(index, data)
+                    self.storage.record_snapshot(index, term)
+                    log.info("snapshot at index %d (%d bytes); log compacted", index, len(data))
             inbox, self._inbox = self._inbox, []
             for m in inbox:
                 node.step(m)
@@ -231,7 +245,10 @@ class RaftStore(Reads):
                     later = [m for m in rd.messages if m.type not in _EARLY]
             if rd.entries or rd.snapshot is not None or self.storage.vouches(rd.hard_state):
                 self._outstanding = True
-                self._disk.put((rd, later))
+                if later is rd.messages:
+                    self._disk.put((rd, later))
+                else:  # the disk thread takes the GIL to build its transaction: let the sends go first
+                    self.loop.call_soon(self._disk.put, (rd, later))
                 return
             self._finish(rd, later, self.storage.write_ready(rd))
 
@@ -281,13 +298,11 @@ class RaftStore(Reads):
         if messages:  # 2: after the fsync
             self._send(messages)
         node.advance(rd)  # 4
-        if rd.snapshot_request:  # 5
+        if rd.snapshot_request and self._imaging is None:  # 5, beside the writer (storage.py)
             index = rd.snapshot_request
-            term = node.log.term(index) or 0
-            data = self.storage.take_image()
-            self.storage.store_snapshot(index, term, data)
-            node.compact(index, data)
-            log.info("snapshot at index %d (%d bytes); log compacted", index, len(data))
+            self._imaging = threading.Thread(target=self._image, args=(self.storage.pin_state(), index),
+                                             name="raft-snapshot", daemon=True)
+            self._imaging.start()
         for e, ok, value, command in outcomes:
             waiter = self._waiting.pop(e.index, None)
             fut = None
@@ -325,6 +340,30 @@ class RaftStore(Reads):
             self.is_leader, self.leader, self.term = announce
             if self._on_leadership is not None:
                 self._on_leadership(*announce)
+
+    def _image(self, pinned: Any, index: int) -> None:
+        """The raft-snapshot thread: image the state pinned at ``index`` and save it durably."""
+        try:
+            data = self.storage.image_of(pinned, index)
+            self.storage.save_image(index, data)
+            result: tuple = (index, data, None)
+        except BaseException as exc:  # noqa: BLE001 — reported on the loop; the core asks again later
+            result = (index, None, exc)
+        try:
+            self.loop.call_soon_threadsafe(self._imaged, *result)
+        except RuntimeError:  # the loop is closed: we are shutting down
+            pass
+
+    def _imaged(self, index: int, data: bytes | None, error: BaseException | None) -> None:
+        self._imaging = None
+        if self._closed:
+            return
+        if error is not None:
+            log.warning("snapshot at index %d failed (%s); the log is kept and the next one is tried later",
+                        index, error)
+            return
+        self._compact_due = (index, data)
+        self._schedule()
 
     def _advance_applied(self, applied: int) -> None:
         if applied <= self.applied:

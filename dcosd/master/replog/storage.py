@@ -14,13 +14,13 @@ triggers dropped meanwhile so the copy does not fire them, and leaves the raft_*
 
 from __future__ import annotations
 
-import json
 import os
 from pathlib import Path
 from typing import Any
 
 import apsw
 
+from dcosd import codec
 from dcosd.errors import DcosdError, StorageError
 from dcosd.master.state import machine
 
@@ -50,6 +50,7 @@ class RaftStorage:
         self.applied_term = 0
         self._vouched: tuple[int, str | None, bool] | None = None  # (term, vote, rejoining) last made durable
         self._synchronous = "FULL"  # open_db's setting
+        self._to_record: tuple[int, int] | None = None  # a saved image write_ready() must record
 
     # -- load -----------------------------------------------------------------------------------
     def load(self) -> tuple[PersistedState, int]:
@@ -60,8 +61,18 @@ class RaftStorage:
             hs = HardState(term, vote, commit, bool(rejoining))
             self._vouched = (hs.term, hs.vote, hs.rejoining)
         snap = Snapshot()
+        image = None  # our own snapshots live in a file beside the database; received ones in the row
         for idx, term, data in db.execute("SELECT idx, term, data FROM raft_snapshot WHERE id = 1"):
-            snap = Snapshot(SnapshotMeta(idx, term), bytes(data))
+            if data:
+                snap = Snapshot(SnapshotMeta(idx, term), bytes(data))
+            else:
+                image = idx
+                try:
+                    snap = Snapshot(SnapshotMeta(idx, term), self._image_path(idx).read_bytes())
+                except OSError as exc:
+                    raise StorageError(f"the snapshot at index {idx} is missing ({exc}); restore this master's "
+                                       f"data directory, or wipe it and start with --rejoin") from exc
+        self._remove_images(keep=image)  # images that were never recorded, or were superseded
         entries = tuple(Entry(t, i, bytes(d), EntryKind(k)) for i, t, k, d in db.execute(
             "SELECT idx, term, kind, data FROM raft_log WHERE idx > ? ORDER BY idx", (snap.meta.index,)))
         applied = 0
@@ -91,8 +102,11 @@ class RaftStorage:
         # only applies committed entries (and moves the commit index, which Raft never needs durable) is
         # committed without fsync: a crash may lose it — whole, WAL frames are ordered and every later
         # fsync covers it — and the restart re-applies those entries from the durable log.
+        record = self._to_record
+        if record is not None and rd.snapshot is not None and rd.snapshot.meta.index >= record[0]:
+            record = None  # a leader's snapshot supersedes ours
         self._set_synchronous("FULL" if rd.entries or rd.snapshot is not None or vouched != self._vouched
-                              else "NORMAL")
+                              or record is not None else "NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -104,6 +118,10 @@ class RaftStorage:
                     self._restore_from_attached()
                     db.execute("INSERT OR REPLACE INTO raft_applied (id, idx, term) VALUES (1, ?, ?)",
                                (meta.index, meta.term))
+                if record is not None:
+                    db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
+                               (record[0], record[1], b""))
+                    db.execute("DELETE FROM raft_log WHERE idx <= ?", (record[0],))
                 if rd.entries:
                     db.execute("DELETE FROM raft_log WHERE idx >= ?", (rd.entries[0].index,))
                     db.executemany("INSERT INTO raft_log (idx, term, kind, data) VALUES (?, ?, ?, ?)",
@@ -127,6 +145,9 @@ class RaftStorage:
             if attached is not None:
                 self._detach_image(attached)
         self._vouched = vouched
+        if record is not None or rd.snapshot is not None:
+            self._to_record = None
+            self._remove_images(keep=record[0] if record is not None else None)
         if rd.committed_entries:
             self.applied_term = rd.committed_entries[-1].term
         elif rd.snapshot is not None:
@@ -149,7 +170,7 @@ class RaftStorage:
         db.execute("SAVEPOINT cmd")
         command = None
         try:
-            command = json.loads(e.data)
+            command = codec.loads(e.data)
             result = machine.apply(db, command)
             db.execute("RELEASE cmd")
             return (e, True, result, command)
@@ -166,14 +187,30 @@ class RaftStorage:
                     command)
 
     # -- snapshots ------------------------------------------------------------------------------
-    def take_image(self) -> bytes:
-        """The replicated state as it is now (the writer is between transactions), as bytes."""
-        scratch = self.path.with_name(self.path.name + ".snap-out")
+    # A snapshot of our own state is taken beside the writer, not in its way: pin_state() opens a read
+    # transaction at exactly the snapshot's index (on the writer's thread, between transactions),
+    # image_of() copies that state on another thread while the writer goes on, save_image() makes it
+    # a durable file, and the next write_ready() records it and drops the log it covers, fsynced.
+    # (It used to be imaged, VACUUMed and stored as a blob in the writer's path: a 300 ms stall.)
+
+    def pin_state(self) -> apsw.Connection:
+        try:
+            conn = apsw.Connection(str(self.path), flags=apsw.SQLITE_OPEN_READONLY)
+            conn.setbusytimeout(5000)
+            conn.execute("BEGIN")
+            list(conn.execute("SELECT idx FROM raft_applied"))  # the read transaction starts here
+        except apsw.Error as exc:
+            raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
+        return conn
+
+    def image_of(self, pinned: apsw.Connection, index: int) -> bytes:
+        """The pinned state as a compact database image, without the Raft tables. Any thread."""
+        scratch = self.path.with_name(f"{self.path.name}.snap-out-{index}")
         _unlink(scratch)
         try:
             dst = apsw.Connection(str(scratch))
             try:
-                with dst.backup("main", self.db, "main") as b:
+                with dst.backup("main", pinned, "main") as b:
                     b.step(-1)
                 for t in NODE_TABLES:
                     dst.execute(f"DELETE FROM {t}")
@@ -185,19 +222,46 @@ class RaftStorage:
         except (apsw.Error, OSError) as exc:
             raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
         finally:
+            try:
+                pinned.execute("ROLLBACK")
+            except apsw.Error:
+                pass
+            pinned.close()
             _unlink(scratch)
 
-    def store_snapshot(self, index: int, term: int, data: bytes) -> None:
-        """Keep the image durably and drop the log it covers (one transaction)."""
-        db = self.db
-        self._set_synchronous("FULL")
+    def save_image(self, index: int, data: bytes) -> None:
+        """Write the image of ``index`` durably (fsync, rename, fsync of the directory). Any thread."""
+        final = self._image_path(index)
+        tmp = final.with_name(final.name + ".tmp")
         try:
-            with db:
-                db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
-                           (index, term, data))
-                db.execute("DELETE FROM raft_log WHERE idx <= ?", (index,))
-        except apsw.Error as exc:
+            with open(tmp, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, final)
+            dirfd = os.open(final.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
+        except OSError as exc:
+            _unlink(tmp)
             raise StorageError(f"cannot store a snapshot: {exc}") from exc
+
+    def record_snapshot(self, index: int, term: int) -> None:
+        """The next write_ready() points raft_snapshot at the saved image of ``index`` and drops the log
+        up to it, in its own (then fsynced) transaction."""
+        self._to_record = (index, term)
+
+    def _image_path(self, index: int) -> Path:
+        return self.path.with_name(f"{self.path.name}.snapshot-{index}")
+
+    def _remove_images(self, keep: int | None) -> None:
+        for p in self.path.parent.glob(f"{self.path.name}.snapshot-*"):
+            if keep is None or p != self._image_path(keep):
+                _unlink(p)
+        for p in self.path.parent.glob(f"{self.path.name}.snap-out-*"):
+            _unlink(p)
 
     def _attach_image(self, data: bytes) -> Path:
         scratch = self.path.with_name(self.path.name + ".snap-in")

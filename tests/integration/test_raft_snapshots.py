@@ -1,0 +1,139 @@
+"""Snapshots of a master's own state, taken beside the writer (replog/storage.py), on real SQLite files.
+
+The image is of the state pinned at the snapshot's index even while the writer goes on; it becomes
+durable as a file before the database points at it, so a crash at any step leaves either the old
+snapshot with its whole log or the new one.
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from pathlib import Path
+
+import apsw
+import pytest
+
+from dcosd.errors import StorageError
+from dcosd.master.replog.messages import Entry, HardState, Ready
+from dcosd.master.replog.storage import RaftStorage
+from dcosd.master.state.store import migrate, open_db
+from tests.harness.cluster import wait_for
+from tests.harness.ha_cluster import HaCluster
+
+
+def _submit(i: int, term: int = 1) -> Entry:
+    spec = {"task_id": f"t{i}", "name": "t", "argv": ["true"], "resources": {"cpus": 0.1, "mem": 32}}
+    return Entry(term, i, json.dumps({"type": "task_submit", "time": 1.0, "spec": spec}).encode())
+
+
+def _write(storage: RaftStorage, first: int, last: int) -> None:
+    """Append and apply entries first..last (committed), as a Ready would."""
+    entries = [_submit(i) for i in range(first, last + 1)]
+    storage.write_ready(Ready(hard_state=HardState(1, "m1", last), entries=entries, committed_entries=entries))
+
+
+def _queued(path: Path) -> int:
+    db = apsw.Connection(str(path))
+    try:
+        return next(iter(db.execute("SELECT COUNT(*) FROM queue")))[0]
+    finally:
+        db.close()
+
+
+@pytest.fixture
+def storage(tmp_path: Path):
+    db = open_db(tmp_path / "state.db")
+    migrate(db)
+    s = RaftStorage(db, tmp_path / "state.db")
+    yield s
+    db.close()
+
+
+def _reopen(tmp_path: Path) -> RaftStorage:
+    db = open_db(tmp_path / "state.db")
+    return RaftStorage(db, tmp_path / "state.db")
+
+
+def test_the_image_is_the_pinned_state_while_the_writer_goes_on(storage: RaftStorage, tmp_path: Path) -> None:
+    _write(storage, 1, 50)
+    pinned = storage.pin_state()
+    images: list[bytes] = []
+    t = threading.Thread(target=lambda: images.append(storage.image_of(pinned, 50)))
+    t.start()
+    _write(storage, 51, 80)  # the writer is not held up, and its writes are not in the image
+    t.join()
+    (tmp_path / "image.db").write_bytes(images[0])
+    assert _queued(tmp_path / "image.db") == 50
+    assert _queued(tmp_path / "state.db") == 80
+
+
+def test_a_recorded_snapshot_survives_a_restart_and_drops_its_log(storage: RaftStorage, tmp_path: Path) -> None:
+    _write(storage, 1, 50)
+    data = storage.image_of(storage.pin_state(), 50)
+    storage.save_image(50, data)
+    storage.record_snapshot(50, 1)
+    _write(storage, 51, 60)  # the next transaction records it
+    storage.db.close()
+    state, applied = _reopen(tmp_path).load()
+    assert (state.snapshot.meta.index, state.snapshot.meta.term) == (50, 1)
+    assert state.snapshot.data == data
+    assert [e.index for e in state.entries] == list(range(51, 61))
+    assert applied == 60
+
+
+def test_an_image_saved_but_never_recorded_is_ignored_and_removed(storage: RaftStorage, tmp_path: Path) -> None:
+    _write(storage, 1, 50)
+    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    storage.db.close()  # a crash before any transaction recorded it
+    state, _ = _reopen(tmp_path).load()
+    assert state.snapshot.meta.index == 0
+    assert [e.index for e in state.entries] == list(range(1, 51))  # the whole log is still there
+    assert not list(tmp_path.glob("state.db.snapshot-*"))
+
+
+def test_a_newer_snapshot_replaces_the_older_image(storage: RaftStorage, tmp_path: Path) -> None:
+    _write(storage, 1, 50)
+    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    storage.record_snapshot(50, 1)
+    _write(storage, 51, 90)
+    storage.save_image(90, storage.image_of(storage.pin_state(), 90))
+    storage.record_snapshot(90, 1)
+    _write(storage, 91, 91)
+    assert [p.name for p in tmp_path.glob("state.db.snapshot-*")] == ["state.db.snapshot-90"]
+
+
+def test_a_recorded_image_that_is_missing_stops_the_master_with_the_way_out(storage: RaftStorage,
+                                                                           tmp_path: Path) -> None:
+    _write(storage, 1, 50)
+    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    storage.record_snapshot(50, 1)
+    _write(storage, 51, 51)
+    storage.db.close()
+    (tmp_path / "state.db.snapshot-50").unlink()
+    with pytest.raises(StorageError, match="--rejoin"):
+        _reopen(tmp_path).load()
+
+
+def test_masters_killed_after_compacting_come_back_with_everything(tmp_path: Path) -> None:
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"})
+    try:
+        ha.start_all()
+        leader = ha.wait_leader()
+        for k in range(130):
+            assert ha.submit(leader, f"k{k}") == 201
+        ha.wait_caught_up(ha.ids)
+        wait_for(lambda: all(ha.status(i)["snapshot_index"] >= 80 for i in ha.ids), timeout=20,
+                 what="every master compacted its log")
+        for i in ha.ids:
+            ha.kill9(i)
+        ha.start_all()
+        leader = ha.wait_leader(timeout=30)
+        assert ha.submit(leader, "after") == 201
+        ha.wait_caught_up(ha.ids)
+        for i in ha.ids:
+            assert {f"k{k}" for k in range(130)} | {"after"} <= ha.queued_ids(i)
+        dumps = [ha.dump(i) for i in ha.ids]
+        assert dumps[0] == dumps[1] == dumps[2]
+    finally:
+        ha.stop_all()
