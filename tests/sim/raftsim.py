@@ -6,8 +6,13 @@ middle of handling a Ready, with or without losing the not-yet-fsynced writes), 
 (replacement master, rejoin mode), client proposals, linearizable reads, compaction and InstallSnapshot.
 
 Each node has a ``Disk``: only what a Ready's persistence step fsynced survives a power loss.
+On a fraction of seeds (``SimConfig.early_send``) leaders behave like the production shell: a
+leader's APPEND/HEARTBEAT messages leave *before* the fsync of their Ready when that Ready changes
+no term/vote and carries no snapshot (Raft thesis §10.2.1), and the leader may die in that window,
+losing entries its followers already hold.
 Checked at every step (``SafetyViolation`` on failure):
-  - persist-before-send: no message leaves that depends on state that is not durable yet;
+  - persist-before-send: no message leaves that depends on state that is not durable yet (an early
+    APPEND/HEARTBEAT still needs the leader's term and self-vote durable, nothing more);
   - election safety: at most one leader per term;
   - log matching: an (index, term) pair names one entry, with one predecessor term;
   - leader completeness: a new leader holds every entry known committed;
@@ -34,6 +39,9 @@ class SafetyViolation(AssertionError):
     pass
 
 
+_EARLY = (MsgType.APPEND, MsgType.HEARTBEAT)  # what a leader may send before its fsync
+
+
 @dataclass
 class SimConfig:
     nodes: int = 3
@@ -55,11 +63,18 @@ class SimConfig:
     p_read: float = 0.05  # per tick
     snapshot_threshold: int = 20
     max_append_entries: int = 8
+    # The production shell's order for leaders (see Sim._handle): appends/heartbeats before the fsync.
+    early_send: bool = False
+    p_crash_early: float = 0.0  # per early-sending Ready: die between the send and the fsync
     # A deliberately wrong shell (to prove the checker works): send before fsync.
     buggy_send_before_fsync: bool = False
 
+    EARLY_SEND_FRACTION = 0.5  # of seeds that model the production shell's early sends
+
     @classmethod
-    def from_seed(cls, seed: int) -> "SimConfig":
+    def from_seed(cls, seed: int, early_send_fraction: float | None = None) -> "SimConfig":
+        if early_send_fraction is None:
+            early_send_fraction = cls.EARLY_SEND_FRACTION
         r = random.Random(seed ^ 0x5EED)
         return cls(
             nodes=5 if r.random() < 0.35 else 3,
@@ -76,6 +91,9 @@ class SimConfig:
             p_propose=r.choice([0.1, 0.3, 0.8]),
             snapshot_threshold=r.choice([0, 8, 25]),
             max_append_entries=r.choice([1, 8, 64]),
+            # drawn last, so the profiles above stay what they were for every seed
+            early_send=r.random() < early_send_fraction,
+            p_crash_early=r.choice([0.0, 0.02, 0.1]),
         )
 
 
@@ -138,6 +156,9 @@ class Sim:
         self.max_acked = 0
         self.reads: dict[int, int] = {}  # read id -> max acked index when asked
         self.reads_served = 0
+        # entries a leader sent early and lost in a crash; how often a follower then stored one
+        self.lost_early: set[tuple[int, int]] = set()
+        self.lost_early_held = 0
         self.cmd_counter = 0
         self.read_counter = 0
         for sn in self.nodes.values():
@@ -310,6 +331,7 @@ class Sim:
         self.blocked = set()
         self.cfg.drop = self.cfg.dup = 0.0
         self.cfg.p_crash_in_ready = self.cfg.p_crash_leader = self.cfg.p_crash_after_commit = 0.0
+        self.cfg.p_crash_early = 0.0
         for sn in self.nodes.values():
             if sn.raft is None:
                 sn.down_until = self.now
@@ -359,8 +381,27 @@ class Sim:
         while raft is not None and raft.has_ready():
             rd = raft.ready()
             staged = (rd.hard_state, rd.snapshot, rd.entries)
+            later = rd.messages
             if cfg.buggy_send_before_fsync:
-                self._send_all(sn, rd)
+                self._send_all(sn, later)
+            elif (cfg.early_send and raft.role == Role.LEADER and rd.snapshot is None
+                  and not self._vouches(sn, rd.hard_state)):
+                # As the production shell (replog/shell.py) does: the leader's term and vote are
+                # durable, so its appends and heartbeats vouch for nothing new of its disk and leave
+                # before the fsync. It counts its own entries for commit only after advance().
+                early = [m for m in rd.messages if m.type in _EARLY]
+                later = [m for m in rd.messages if m.type not in _EARLY]
+                self._send_all(sn, early, early=True)
+                if early and cfg.p_crash_early and r.random() < cfg.p_crash_early:
+                    # Died between the send and the fsync: mostly the transaction is lost whole
+                    # (followers may then store entries this leader never made durable), else it
+                    # had committed.
+                    lost = r.random() < 0.75
+                    if lost:
+                        self.lost_early.update((e.index, e.term) for e in rd.entries)
+                    self.trace.append(f"t{self.now} {sn.id} dies after its early sends, before its fsync")
+                    self._crash(sn, power_loss=lost, staged=staged, down=r.randint(1, 15))
+                    return
             if cfg.p_crash_in_ready and r.random() < cfg.p_crash_in_ready:
                 self._crash(sn, power_loss=r.random() < cfg.p_power_loss, staged=staged)
                 return
@@ -369,7 +410,7 @@ class Sim:
                 self._crash(sn, power_loss=False)  # after fsync, before sending
                 return
             if not cfg.buggy_send_before_fsync:
-                self._send_all(sn, rd)
+                self._send_all(sn, later)
             if (cfg.p_crash_after_commit and raft.role == Role.LEADER and rd.hard_state is not None
                     and rd.committed_entries and r.random() < cfg.p_crash_after_commit):
                 self._crash(sn, power_loss=False, down=r.randint(1, 15))  # adversary: kill fresh commits
@@ -404,6 +445,8 @@ class Sim:
             reg = self.entry_reg
             for e in entries:
                 key = (e.index, e.term)
+                if key in self.lost_early and sn.raft is not None and sn.raft.role != Role.LEADER:
+                    self.lost_early_held += 1
                 val = (e.data, e.kind, prev_term)
                 seen = reg.setdefault(key, val)
                 if seen != val:
@@ -431,10 +474,25 @@ class Sim:
         if new > self.max_committed:
             self.max_committed = new
 
-    def _send_all(self, sn: SimNode, rd: Ready) -> None:
+    @staticmethod
+    def _vouches(sn: SimNode, hs: HardState | None) -> bool:
+        """As storage.vouches: does persisting ``hs`` change what messages vouch for?"""
+        d = sn.disk.hs
+        return hs is not None and (hs.term, hs.vote, hs.rejoining) != (d.term, d.vote, d.rejoining)
+
+    def _send_all(self, sn: SimNode, messages: list[Message], early: bool = False) -> None:
         d = sn.disk
-        for m in rd.messages:
+        for m in messages:
             t = m.type
+            if early:
+                # Sent before this Ready's fsync: only a leader's appends/heartbeats, and only once
+                # the term it leads in and its own vote are durable (else a crash could let it vote
+                # for another candidate in that term: two leaders). Entries need not be durable.
+                if not (t in _EARLY and d.hs.term == m.term and d.hs.vote == sn.id and not d.hs.rejoining):
+                    self.fail(f"persist-before-send: {sn.id} sends {t.name} term {m.term} early but "
+                              f"durable state is {d.hs}")
+                self._send(m)
+                continue
             # persist-before-send: everything a message vouches for must already be durable
             if t == MsgType.PRE_VOTE:
                 durable_ok = d.hs.term >= m.term - 1
