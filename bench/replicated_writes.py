@@ -6,7 +6,11 @@ command, ~200 bytes, committed on a majority, fsynced, applied). etcd (Debian's 
 started here): PUT through its JSON gateway /v3/kv/put, 100-byte values, to the leader.
 
     apt-get install -y etcd-server etcd-client
-    python bench/replicated_writes.py [--seconds 5]
+    python bench/replicated_writes.py [--seconds 4] [--rounds 3]
+
+Both clusters run side by side; each level alternates dcosd and etcd rounds and sums them, since the
+fsync time of a shared virtual disk drifts by several times within minutes. CPU per write is the
+CPU time of all three members (from /proc) over the writes acknowledged.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import os
 import shutil
 import subprocess
 import sys
@@ -32,7 +37,7 @@ from tests.harness.ha_cluster import TOKEN, HaCluster  # noqa: E402
 LEVELS = (1, 16, 64)
 
 
-async def run_level(make_request, clients: int, seconds: float) -> tuple[float, float]:
+async def run_level(make_request, clients: int, seconds: float) -> tuple[float, float, list[float]]:
     lat: list[float] = []
     errors: list[str] = []
     stop = time.monotonic() + seconds
@@ -53,10 +58,9 @@ async def run_level(make_request, clients: int, seconds: float) -> tuple[float, 
         t0 = time.monotonic()
         await asyncio.gather(*(client(c) for c in range(clients)))
         elapsed = time.monotonic() - t0
-    lat.sort()
     if errors:
         print(f"  {len(errors)} writes refused, e.g. {errors[0][:160]}", flush=True)
-    return len(lat) / elapsed, lat[min(len(lat) - 1, int(len(lat) * 0.99))]
+    return len(lat) / elapsed, sorted(lat)[min(len(lat) - 1, int(len(lat) * 0.99))], lat
 
 
 def dcosd_writer(url: str, run: str):
@@ -117,30 +121,73 @@ def etcd_leader(urls: list[str]) -> str:
     return wait_for(find, timeout=30, what="etcd leader")
 
 
-async def bench(name: str, writer_for, seconds: float) -> dict[int, tuple[float, float]]:
-    out = {}
-    for c in LEVELS:
-        out[c] = await run_level(writer_for(f"r{c}"), c, seconds)
-        print(f"{name:6s} {c:3d} clients: {out[c][0]:8.0f} writes/s  p99 {out[c][1] * 1000:7.1f} ms", flush=True)
-    return out
+def cpu_seconds(pids: list[int]) -> float:
+    total = 0.0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return total
+
+
+class Tally:
+    """One system at one level, over all its rounds."""
+
+    def __init__(self) -> None:
+        self.writes = 0
+        self.seconds = 0.0
+        self.cpu = 0.0
+        self.latencies: list[float] = []
+
+    def rate(self) -> float:
+        return self.writes / self.seconds if self.seconds else 0.0
+
+    def p99(self) -> float:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else float("nan")
+
+    def cpu_per_write_us(self) -> float:
+        return self.cpu / self.writes * 1e6 if self.writes else float("nan")
+
+
+async def one_round(tally: Tally, make_request, clients: int, seconds: float, pids: list[int]) -> None:
+    c0, t0 = cpu_seconds(pids), time.monotonic()
+    rate, _, lat = await run_level(make_request, clients, seconds)
+    tally.seconds += time.monotonic() - t0
+    tally.cpu += cpu_seconds(pids) - c0
+    tally.writes += len(lat)
+    tally.latencies += lat
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seconds", type=float, default=5.0)
+    ap.add_argument("--seconds", type=float, default=4.0, help="per round")
+    ap.add_argument("--rounds", type=int, default=3,
+                    help="rounds per level; the two systems alternate, so a drift of the disk's fsync time "
+                         "(large on shared virtual disks) falls on both")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="dcosd-replwrites-"))
     (tmp / "dcosd").mkdir()
     ha = HaCluster(tmp / "dcosd")
     etcd_procs: list[subprocess.Popen] = []
+    results: dict[tuple[str, int], Tally] = {}
     try:
         ha.start_all()
         leader = ha.urls[ha.wait_leader(timeout=30)]
-        d = asyncio.run(bench("dcosd", lambda run: dcosd_writer(leader, run), args.seconds))
-        ha.stop_all()
         etcd_procs, urls = start_etcd(tmp)
         eleader = etcd_leader(urls)
-        e = asyncio.run(bench("etcd", lambda run: etcd_writer(eleader, run), args.seconds))
+        dpids = [p.pid for p in ha.procs.values()]
+        epids = [p.pid for p in etcd_procs]
+        for c in LEVELS:
+            for r in range(args.rounds):
+                for name, writer, pids in (("dcosd", dcosd_writer(leader, f"d{c}r{r}"), dpids),
+                                           ("etcd", etcd_writer(eleader, f"e{c}r{r}"), epids)):
+                    tally = results.setdefault((name, c), Tally())
+                    asyncio.run(one_round(tally, writer, c, args.seconds, pids))
+            for name in ("dcosd", "etcd"):
+                t = results[(name, c)]
+                print(f"{name:6s} {c:3d} clients: {t.rate():8.0f} writes/s  p99 {t.p99() * 1000:7.1f} ms  "
+                      f"{t.cpu_per_write_us():6.0f} us CPU per write (all members)", flush=True)
     finally:
         ha.stop_all()
         for p in etcd_procs:
@@ -151,10 +198,12 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 p.kill()
         shutil.rmtree(tmp, ignore_errors=True)
-    print("\nclients  dcosd w/s   etcd w/s  ratio   dcosd p99  etcd p99  ratio")
+    print(f"\n{args.rounds} alternating rounds of {args.seconds:g} s per level")
+    print("clients  dcosd w/s   etcd w/s  ratio   dcosd p99  etcd p99  ratio   CPU/write dcosd  etcd")
     for c in LEVELS:
-        (dw, dp), (ew, ep) = d[c], e[c]
-        print(f"{c:7d} {dw:10.0f} {ew:10.0f} {dw / ew:6.2f}x {dp * 1000:9.1f}ms {ep * 1000:7.1f}ms {dp / ep:5.2f}x")
+        d, e = results[("dcosd", c)], results[("etcd", c)]
+        print(f"{c:7d} {d.rate():10.0f} {e.rate():10.0f} {d.rate() / e.rate():6.2f}x {d.p99() * 1000:9.1f}ms "
+              f"{e.p99() * 1000:7.1f}ms {d.p99() / e.p99():5.2f}x   {d.cpu_per_write_us():7.0f}us {e.cpu_per_write_us():5.0f}us")
 
 
 if __name__ == "__main__":

@@ -36,8 +36,14 @@ def _split_listen(listen: str, default_port: int) -> tuple[str, int]:
         raise ConfigError(f"--listen {listen!r} is not HOST:PORT") from None
 
 
-def _serve(main: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
-    """Run a daemon until SIGTERM/SIGINT, then let it stop cleanly."""
+def _serve(main: Callable[[asyncio.Event], Awaitable[Any]], *, fast_loop: bool = False) -> None:
+    """Run a daemon until SIGTERM/SIGINT, then let it stop cleanly.
+
+    ``fast_loop``: on uvloop (libuv) unless DCOSD_EVENT_LOOP=asyncio. For the master, whose every
+    replicated write is an HTTP request plus Raft messages: aiohttp serves a request for ~40% less
+    CPU on it (measured 253 -> 158 us). Agents stay on asyncio's loop, whose child watching and pidfd
+    handling their executors were built and tested on.
+    """
 
     async def runner() -> None:
         stop = asyncio.Event()
@@ -46,6 +52,11 @@ def _serve(main: Callable[[asyncio.Event], Awaitable[Any]]) -> None:
             loop.add_signal_handler(sig, stop.set)
         await main(stop)
 
+    if fast_loop and os.environ.get("DCOSD_EVENT_LOOP", "uvloop") != "asyncio":
+        import uvloop
+
+        uvloop.run(runner())
+        return
     asyncio.run(runner())
 
 
@@ -146,7 +157,7 @@ def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool
             sdnotify.stopping()
             await m.stop()
 
-    _serve(main)
+    _serve(main, fast_loop=True)
 
 
 def _agent_options(f: Callable) -> Callable:

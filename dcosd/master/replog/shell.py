@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import dataclasses
 import logging
 import queue
 import random
@@ -260,7 +261,19 @@ class RaftStore(Reads):
                 return
             rd, later = item
             try:
-                outcomes = self.storage.write_ready(rd)
+                written = rd
+                if rd.entries and rd.snapshot is None and rd.committed_entries and \
+                        rd.committed_entries[0].index < rd.entries[0].index:
+                    # Entries committed before this Ready's new ones are durable already: apply them
+                    # in a transaction of their own and answer their clients now, not after the fsync
+                    # of the next batch (the old single transaction made every write wait for two).
+                    cut = rd.entries[0].index
+                    done = self.storage.write_ready(Ready(committed_entries=[e for e in rd.committed_entries
+                                                                            if e.index < cut]))
+                    self.loop.call_soon_threadsafe(self._applied_early, done)
+                    written = dataclasses.replace(rd, committed_entries=[e for e in rd.committed_entries
+                                                                         if e.index >= cut])
+                outcomes = self.storage.write_ready(written)
                 self._checkpointer.maybe_inline()
                 result: tuple = (rd, later, outcomes, None)
             except BaseException as exc:  # noqa: BLE001 — reported on the loop, where the master stops
@@ -303,22 +316,7 @@ class RaftStore(Reads):
             self._imaging = threading.Thread(target=self._image, args=(self.storage.pin_state(), index),
                                              name="raft-snapshot", daemon=True)
             self._imaging.start()
-        for e, ok, value, command in outcomes:
-            waiter = self._waiting.pop(e.index, None)
-            fut = None
-            if waiter is not None:
-                term, fut = waiter
-                if term != e.term:  # our proposal lost its slot to another leader's entry
-                    self._settle(fut, NotLeader(leader=node.leader), False)
-                    fut = None
-            if ok and command is not None:
-                for listener in list(self.listeners):
-                    try:
-                        listener(command, value)
-                    except Exception:
-                        log.exception("state listener failed")
-            if fut is not None:
-                self._settle(fut, value, ok)
+        self._deliver(outcomes)
         if rd.snapshot is not None:  # proposals whose slots the snapshot covers: outcome unknown here
             for index in [i for i in self._waiting if i <= rd.snapshot.meta.index]:
                 _, fut = self._waiting.pop(index)
@@ -340,6 +338,33 @@ class RaftStore(Reads):
             self.is_leader, self.leader, self.term = announce
             if self._on_leadership is not None:
                 self._on_leadership(*announce)
+
+    def _deliver(self, outcomes: list) -> None:
+        """Applied entries: tell the listeners, answer the proposers."""
+        node = self.node
+        for e, ok, value, command in outcomes:
+            waiter = self._waiting.pop(e.index, None)
+            fut = None
+            if waiter is not None:
+                term, fut = waiter
+                if term != e.term:  # our proposal lost its slot to another leader's entry
+                    self._settle(fut, NotLeader(leader=node.leader), False)
+                    fut = None
+            if ok and command is not None:
+                for listener in list(self.listeners):
+                    try:
+                        listener(command, value)
+                    except Exception:
+                        log.exception("state listener failed")
+            if fut is not None:
+                self._settle(fut, value, ok)
+
+    def _applied_early(self, outcomes: list) -> None:
+        if self._closed:
+            return
+        self._deliver(outcomes)
+        if outcomes:
+            self._advance_applied(outcomes[-1][0].index)
 
     def _image(self, pinned: Any, index: int) -> None:
         """The raft-snapshot thread: image the state pinned at ``index`` and save it durably."""
