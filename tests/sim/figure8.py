@@ -40,11 +40,11 @@ class ScriptedSim(Sim):
     """A Sim without random faults or clients, stepped by a script. Messages take no time (they
     are delivered when the script calls ``deliver``); a blocked link drops them."""
 
-    def __init__(self, nodes: int = 5, early_send: bool = False) -> None:
+    def __init__(self, nodes: int = 5, early_send: bool = False, eager_commit: bool = True) -> None:
         cfg = SimConfig(nodes=nodes, drop=0.0, dup=0.0, max_delay=0, p_partition=0.0, p_crash=0.0,
                         p_crash_in_ready=0.0, p_wipe=0.0, p_propose=0.0, p_read=0.0, snapshot_threshold=0,
                         # one entry per append: a follower can be brought to index 2 but not 3
-                        max_append_entries=1, early_send=early_send)
+                        max_append_entries=1, early_send=early_send, eager_commit=eager_commit)
         super().__init__(seed=0, cfg=cfg)
 
     # -- primitives -----------------------------------------------------------------------------
@@ -135,6 +135,8 @@ class ScriptedSim(Sim):
             # (0) n1 leads t1; the no-op commits everywhere.
             t1 = self.elect("n1", ["n2", "n3", "n4", "n5"])
             self.deliver()
+            for _ in range(self.cfg.heartbeat_ticks):  # a heartbeat carries the commit (eager_commit off)
+                self.tick(["n1"])
             self.expect(all(self.raft(i).log.committed == 1 for i in self.ids), "(0): index 1 committed everywhere")
 
             # (a) A reaches n2 only.

@@ -66,6 +66,9 @@ class SimConfig:
     # The production shell's order for leaders (see Sim._handle): appends/heartbeats before the fsync.
     early_send: bool = False
     p_crash_early: float = 0.0  # per early-sending Ready: die between the send and the fsync
+    # RaftNode(eager_commit=): an empty append announces each new commit index (etcd's way), or the
+    # commit rides on the next append/heartbeat (what the production shell runs).
+    eager_commit: bool = True
     # A deliberately wrong shell (to prove the checker works): send before fsync.
     buggy_send_before_fsync: bool = False
 
@@ -94,6 +97,7 @@ class SimConfig:
             # drawn last, so the profiles above stay what they were for every seed
             early_send=r.random() < early_send_fraction,
             p_crash_early=r.choice([0.0, 0.02, 0.1]),
+            eager_commit=r.random() < 0.5,
         )
 
 
@@ -280,7 +284,8 @@ class Sim:
                            state=PersistedState(d.hs, d.snapshot, tuple(d.entries)),
                            election_ticks=self.cfg.election_ticks, heartbeat_ticks=self.cfg.heartbeat_ticks,
                            max_append_entries=self.cfg.max_append_entries,
-                           snapshot_threshold=self.cfg.snapshot_threshold, rejoin=rejoin)
+                           snapshot_threshold=self.cfg.snapshot_threshold, rejoin=rejoin,
+                           eager_commit=self.cfg.eager_commit)
         sn.down_until = -1
         sn.sm_index, cmds = self._restore_sm(d.snapshot)
         sn.sm_cmds = list(cmds)

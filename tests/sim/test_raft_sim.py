@@ -41,13 +41,13 @@ def _first_failing_seed(seeds: range, cfg_for=SimConfig.from_seed) -> int | None
 # -- Figure 8: the random profiles rarely build it, so a script does (see figure8.py) ----------
 
 
-@pytest.mark.parametrize("early_send", [False, True], ids=["persist-then-send", "leader-sends-early"])
-def test_figure8_scripted_schedule_is_safe(early_send: bool) -> None:
-    sim = ScriptedSim(early_send=early_send)
+@pytest.mark.parametrize(("early_send", "eager_commit"), [(False, True), (True, False)],
+                         ids=["persist-then-send", "as-the-production-shell"])
+def test_figure8_scripted_schedule_is_safe(early_send: bool, eager_commit: bool) -> None:
+    sim = ScriptedSim(early_send=early_send, eager_commit=eager_commit)
     seen = sim.figure8()
-    t1, t2, t3, t4 = seen["terms"]
     assert seen["commit_c"] == 1  # A was on a majority in (c) but of an older term: not committed
-    assert sim.committed_term[2] == t2  # (d) n5's no-op replaced A, legally
+    assert sim.committed_term[2] == seen["terms"][1]  # (d) n5's no-op of t2 replaced A, legally
     assert b"A" not in sim.acked
 
 
@@ -61,18 +61,23 @@ def _count_replicas_of_any_term(self: core.RaftNode) -> bool:
     return False
 
 
-def test_figure8_scripted_schedule_catches_commit_by_counting_older_terms(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize(("early_send", "eager_commit"), [(False, True), (True, False)],
+                         ids=["persist-then-send", "as-the-production-shell"])
+def test_figure8_scripted_schedule_catches_commit_by_counting_older_terms(
+        monkeypatch: pytest.MonkeyPatch, early_send: bool, eager_commit: bool) -> None:
     monkeypatch.setattr(core.RaftNode, "_maybe_commit", _count_replicas_of_any_term)
     with pytest.raises(SafetyViolation, match="leader completeness"):
-        ScriptedSim().figure8()
+        ScriptedSim(early_send=early_send, eager_commit=eager_commit).figure8()
 
 
 # -- the production shell's early sends (raftsim.Sim._handle, SimConfig.early_send) --------------
 
 
-def test_ci_seeds_cover_both_send_orders() -> None:
-    early = sum(SimConfig.from_seed(s).early_send for s in _seeds())
-    assert len(_seeds()) < 20 or 0.3 < early / len(_seeds()) < 0.7
+def test_ci_seeds_cover_both_send_orders_and_commit_announcements() -> None:
+    cfgs = [SimConfig.from_seed(s) for s in _seeds()]
+    if len(cfgs) >= 20:
+        assert 0.3 < sum(c.early_send for c in cfgs) / len(cfgs) < 0.7
+        assert 0.3 < sum(c.eager_commit for c in cfgs) / len(cfgs) < 0.7
 
 
 def test_leader_crash_between_early_send_and_fsync_is_exercised() -> None:
