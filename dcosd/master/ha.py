@@ -26,8 +26,7 @@ from aiohttp import web
 from dcosd.errors import ConfigError, NotLeader, Unavailable
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
-from dcosd.master.replog.transport import MAX_FRAME, RAFT_PATH, HttpTransport
-from dcosd.master.replog.wire import WireError, decode_frame
+from dcosd.master.replog.transport import RAFT_PATH, FrameReader, HttpTransport
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -137,21 +136,17 @@ class HighAvailability:
 
     # -- HTTP -----------------------------------------------------------------------------------
     async def raft_stream(self, request: web.Request) -> web.StreamResponse:
-        """A peer's messages for this master, one binary frame per batch, for as long as it is up."""
+        """A peer's messages for this master (replog/transport.py): after the 101, the connection's
+        bytes are frames, parsed as they arrive, for as long as the peer keeps it open."""
         self.master.require_agent_secret(request)
-        ws = web.WebSocketResponse(heartbeat=1.0, max_msg_size=MAX_FRAME, compress=False)
-        await ws.prepare(request)
-        async for msg in ws:
-            if msg.type != aiohttp.WSMsgType.BINARY:
-                continue
-            try:
-                messages = decode_frame(msg.data)
-            except WireError as exc:
-                log.warning("dropping a raft stream from %s: %s", request.remote, exc)
-                await ws.close(code=aiohttp.WSCloseCode.UNSUPPORTED_DATA, message=str(exc)[:100].encode())
-                break
-            self.store.step(messages)
-        return ws
+        if request.headers.get("Upgrade", "").lower() != "tcp" or not hasattr(request.protocol, "set_parser"):
+            return error_response(426, "the raft stream needs 'Connection: Upgrade' and 'Upgrade: tcp'")
+        resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+        await resp.prepare(request)
+        reader = FrameReader(self.store.step, request.remote or "?")
+        request.protocol.set_parser(reader)  # type: ignore[union-attr,arg-type]
+        await reader.done
+        return resp
 
     async def read_index(self, request: web.Request) -> web.Response:
         self.master.require_agent_secret(request)

@@ -180,9 +180,12 @@ def test_every_master_names_the_app_its_agents_and_the_masters(lab):
     hosts = sorted(AGENTS[t["host"]] for t in running)
     # Followers learn of a commit on the leader's next append or heartbeat, then rebuild (100 ms
     # burst window): the names are there within a second (the precise 1 s bound is timed below).
-    wait_for(lambda: all(set(answers(lab.query(m, "app.grp.marathon.mesos."))) == set(hosts) for m in MASTERS),
-             1.0, interval=0.02, what="the app's names on every master")
     ports = {t["ports"][0] for t in running}
+    # Both instances may share an agent: wait for their ports too, not only the set of hosts.
+    wait_for(lambda: all(set(answers(lab.query(m, "app.grp.marathon.mesos."))) == set(hosts)
+                         and {p for _, p in srv_targets(lab.query(m, "_app-grp._tcp.marathon.mesos.", "SRV"))} == ports
+                         for m in MASTERS),
+             1.0, interval=0.02, what="the app's names on every master")
     leader = lab.call(lab.cluster.wait_leader)
     for m in MASTERS:
         # the grouped app /grp/app: app.grp and app-grp, A with every instance's agent

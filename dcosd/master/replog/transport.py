@@ -1,39 +1,115 @@
-"""Raft messages between masters: one long-lived WebSocket per ordered pair of masters.
+"""Raft messages between masters: one long-lived stream per ordered pair of masters, over HTTP.
 
-Each master dials every peer at ``GET /dcosd/internal/v1/raft`` (an HTTP upgrade carrying the
-cluster secret) and sends its messages for that peer as binary frames (replog/wire.py); replies
-come back the same way on the connection the peer dialled. A stream, not a request per batch:
-with an HTTP POST per batch, request and response handling on both ends cost more CPU than the
-replication itself, and a reply waited for a request of its own.
+Each master dials every peer with ``GET /dcosd/internal/v1/raft`` carrying the cluster secret and
+``Connection: Upgrade``, ``Upgrade: tcp``; the peer answers ``101 Switching Protocols`` and from then
+on the connection carries length-prefixed binary frames (replog/wire.py), one per batch, in one
+direction. Replies travel the other way, on the connection the peer dialled.
 
-Fire and forget, as the core expects. Messages queued while a frame is being written go out
-together in the next frame, so batches form by themselves under load. A peer that is down costs a
-bounded outbox (oldest dropped: the core resends) and a reconnect every ``_RETRY_PAUSE``. A peer
-that stops answering pings (a cut link, where TCP alone would wait minutes) is dropped after
-``_PING_SECONDS`` and redialled.
+Why not a request per batch, or WebSocket: with an HTTP POST per batch, request handling on both
+ends cost more CPU than the replication itself; WebSocket framing, masking and its reader task
+still took a third of a follower's CPU. Here ``send()`` writes the frame to the socket at once (no
+task to wake) and the receiving side parses frames straight out of the connection's bytes
+(``FrameReader``, fed by aiohttp's upgraded connection) into ``RaftStore.step``.
 
-``send()`` is called from the Raft loop; it only queues and wakes the peer's sender task, which runs
-on the next turn of the event loop.
+Fire and forget, as the core expects. A peer that is down costs a bounded outbox (oldest dropped:
+the core resends) and a reconnect after ``_RETRY_PAUSE``; a peer whose socket stops draining gets
+nothing more until it does. A cut link is noticed by TCP_USER_TIMEOUT: data unacknowledged for
+``_DEAD_AFTER`` seconds aborts the connection, and the next send redials.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import socket
 from collections.abc import Callable
-
-import aiohttp
+from urllib.parse import urlsplit
 
 from .messages import Message
-from .wire import encode_frame
+from .wire import WireError, decode_frame, encode_frame
 
 log = logging.getLogger(__name__)
 
 RAFT_PATH = "/dcosd/internal/v1/raft"
 MAX_OUTBOX = 4096
 MAX_FRAME = 1 << 31  # a snapshot image travels as one frame
+MAX_UNSENT = 64 << 20  # bytes queued in a socket that does not drain: stop adding (the core resends)
 _RETRY_PAUSE = 0.05
-_PING_SECONDS = 1.0
+_CONNECT_TIMEOUT = 1.0
+_DEAD_AFTER = 2.0
+_LEN = 4
+
+
+def _frame(messages: list[Message]) -> bytes:
+    body = encode_frame(messages)
+    return len(body).to_bytes(_LEN, "little") + body
+
+
+class FrameReader:
+    """The receiving end: aiohttp feeds it the bytes after the 101 (RequestHandler.set_parser)."""
+
+    def __init__(self, deliver: Callable[[list[Message]], None], peer: str) -> None:
+        self._deliver = deliver
+        self._peer = peer
+        self._buf = bytearray()
+        self.done: asyncio.Future = asyncio.get_running_loop().create_future()
+
+    def feed_data(self, data: bytes) -> tuple[bool, bytes]:
+        buf = self._buf
+        buf += data
+        pos, end = 0, len(buf)
+        while end - pos >= _LEN:
+            n = int.from_bytes(buf[pos:pos + _LEN], "little")
+            if end - pos - _LEN < n:
+                break
+            try:
+                messages = decode_frame(bytes(buf[pos + _LEN:pos + _LEN + n]))
+            except WireError as exc:
+                log.warning("dropping the raft stream from %s: %s", self._peer, exc)
+                self._finish()
+                return True, b""  # eof: aiohttp closes the connection
+            pos += _LEN + n
+            self._deliver(messages)
+        del buf[:pos]
+        return False, b""
+
+    def feed_eof(self) -> None:
+        self._finish()
+
+    def _finish(self) -> None:
+        if not self.done.done():
+            self.done.set_result(None)
+
+
+class _Dialed(asyncio.Protocol):
+    """The sending end's connection: the HTTP handshake, then nothing but our frames going out."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.upgraded: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
+        self._head = b""
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.upgraded.done():
+            return  # the peer sends nothing after the 101
+        self._head += data
+        if b"\r\n\r\n" in self._head:
+            status = self._head.split(b"\r\n", 1)[0]
+            parts = status.split()
+            code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.upgraded.set_result(code)
+        elif len(self._head) > 16384:
+            self.upgraded.set_result(0)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if not self.upgraded.done():
+            self.upgraded.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
+        if not self.lost.done():
+            self.lost.set_result(None)
 
 
 class HttpTransport:
@@ -41,77 +117,95 @@ class HttpTransport:
         self.peers = {p: url.rstrip("/") for p, url in peers.items()}
         self._secret = secret
         self._outbox: dict[str, list[Message]] = {p: [] for p in self.peers}
-        self._wake: dict[str, asyncio.Event] = {}
-        self._tasks: list[asyncio.Task] = []
-        self._http: aiohttp.ClientSession | None = None
+        self._conn: dict[str, _Dialed | None] = {p: None for p in self.peers}
+        self._dialing: dict[str, asyncio.Task | None] = {p: None for p in self.peers}
+        self._others: set[str] = set()
+        self._stopped = False
         self.reachable: dict[str, bool] = {p: False for p in self.peers}
 
     def start(self, my_id: str) -> None:
-        self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=None, sock_connect=1))
-        for p in self.peers:
-            if p != my_id:
-                self._wake[p] = asyncio.Event()
-                self._tasks.append(asyncio.create_task(self._sender(p), name=f"raft-send-{p}"))
+        self._others = {p for p in self.peers if p != my_id}
+        for p in self._others:
+            self._dial(p)
 
     async def stop(self) -> None:
-        for t in self._tasks:
+        self._stopped = True
+        tasks = [t for t in self._dialing.values() if t is not None]
+        for t in tasks:
             t.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks = []
-        if self._http is not None:
-            await self._http.close()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for c in self._conn.values():
+            if c is not None and c.transport is not None:
+                c.transport.close()
 
     def send(self, messages: list[Message]) -> None:
+        by_peer: dict[str, list[Message]] = {}
         for m in messages:
-            box = self._outbox.get(m.to)
-            if box is None or m.to not in self._wake:
+            if m.to in self._others:
+                by_peer.setdefault(m.to, []).append(m)
+        for peer, batch in by_peer.items():
+            conn = self._conn[peer]
+            if conn is not None and conn.transport is not None and not conn.transport.is_closing():
+                if conn.transport.get_write_buffer_size() < MAX_UNSENT:
+                    conn.transport.write(_frame(batch))
                 continue
-            box.append(m)
+            box = self._outbox[peer]
+            box.extend(batch)
             if len(box) > MAX_OUTBOX:
                 del box[: len(box) - MAX_OUTBOX]
-            self._wake[m.to].set()
+            self._dial(peer)
 
-    async def _sender(self, peer: str) -> None:
-        url = self.peers[peer] + RAFT_PATH
-        while True:
-            try:
-                await self._stream(peer, url)
-            except asyncio.CancelledError:
-                raise
-            except (TimeoutError, aiohttp.ClientError, OSError, ConnectionError) as exc:
+    # -- connections ----------------------------------------------------------------------------
+    def _dial(self, peer: str) -> None:
+        if not self._stopped and self._dialing[peer] is None:
+            self._dialing[peer] = asyncio.get_running_loop().create_task(self._connect(peer),
+                                                                         name=f"raft-dial-{peer}")
+
+    async def _connect(self, peer: str) -> None:
+        loop = asyncio.get_running_loop()
+        url = urlsplit(self.peers[peer])
+        host, port = url.hostname or "127.0.0.1", url.port or (443 if url.scheme == "https" else 80)
+        try:
+            while not self._stopped:
+                conn = None
+                try:
+                    async with asyncio.timeout(_CONNECT_TIMEOUT):
+                        _, conn = await loop.create_connection(_Dialed, host, port)
+                        sock = conn.transport.get_extra_info("socket") if conn.transport else None
+                        if sock is not None and hasattr(socket, "TCP_USER_TIMEOUT"):
+                            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_USER_TIMEOUT, int(_DEAD_AFTER * 1000))
+                        assert conn.transport is not None
+                        conn.transport.write(
+                            f"GET {url.path.rstrip('/')}{RAFT_PATH} HTTP/1.1\r\nHost: {url.netloc}\r\n"
+                            f"Connection: Upgrade\r\nUpgrade: tcp\r\n"
+                            f"Authorization: Bearer {self._secret()}\r\n\r\n".encode())
+                        code = await conn.upgraded
+                    if code != 101:
+                        if code in (401, 403):
+                            log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
+                                        peer, code)
+                        else:
+                            log.warning("master %s answered %s to the raft stream", peer, code)
+                        conn.transport.close()
+                        await asyncio.sleep(1.0)
+                        continue
+                except (TimeoutError, OSError, ConnectionError) as exc:
+                    if conn is not None and conn.transport is not None:
+                        conn.transport.close()
+                    if self.reachable[peer]:
+                        log.warning("master %s unreachable: %s", peer, exc)
+                    self.reachable[peer] = False
+                    await asyncio.sleep(_RETRY_PAUSE)
+                    continue
+                self.reachable[peer] = True
+                self._conn[peer] = conn
+                waiting, self._outbox[peer] = self._outbox[peer], []
+                if waiting:
+                    conn.transport.write(_frame(waiting))
+                await conn.lost
+                self._conn[peer] = None
                 if self.reachable[peer]:
-                    log.warning("master %s unreachable: %s", peer, exc)
-                elif isinstance(exc, aiohttp.WSServerHandshakeError) and exc.status in (401, 403):
-                    log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
-                                peer, exc.status)
-                    await asyncio.sleep(1.0)
-            self.reachable[peer] = False
-            await asyncio.sleep(_RETRY_PAUSE)
-
-    async def _stream(self, peer: str, url: str) -> None:
-        assert self._http is not None
-        wake = self._wake[peer]
-        async with self._http.ws_connect(url, headers={"Authorization": f"Bearer {self._secret()}"},
-                                         heartbeat=_PING_SECONDS, max_msg_size=MAX_FRAME, compress=0,
-                                         autoclose=True) as ws:
-            self.reachable[peer] = True
-            closed = asyncio.create_task(self._until_closed(ws, wake), name=f"raft-recv-{peer}")
-            try:
-                while True:
-                    await wake.wait()
-                    wake.clear()
-                    if ws.closed:
-                        raise ConnectionError("connection closed")
-                    batch, self._outbox[peer] = self._outbox[peer], []
-                    if batch:
-                        await ws.send_bytes(encode_frame(batch))
-            finally:
-                closed.cancel()
-
-    @staticmethod
-    async def _until_closed(ws: aiohttp.ClientWebSocketResponse, wake: asyncio.Event) -> None:
-        # Nothing but control frames comes back on this connection; reading them is what notices a
-        # close or a missed pong, and waking the sender makes it reconnect.
-        async for _ in ws:
-            pass
-        wake.set()
+                    log.info("raft stream to master %s closed; redialling", peer)
+                await asyncio.sleep(_RETRY_PAUSE)
+        finally:
+            self._dialing[peer] = None

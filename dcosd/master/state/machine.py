@@ -17,6 +17,7 @@ from typing import Any, Callable
 
 import apsw
 
+from dcosd import codec
 from dcosd.errors import Conflict, NotFound, ValidationError
 from dcosd.model.states import ACTIVE_STATES, Reason, Source, TaskState, can_transition
 
@@ -166,7 +167,8 @@ def apply_task_submit(db: apsw.Connection, c: Command) -> dict[str, Any]:
     task_id = spec["task_id"]
     if _one(db, "SELECT 1 FROM tasks WHERE id = ? UNION ALL SELECT 1 FROM queue WHERE task_id = ?", (task_id, task_id)):
         raise Conflict(f"task {task_id} already exists")
-    db.execute("INSERT INTO queue (task_id, spec, submitted_at) VALUES (?,?,?)", (task_id, json.dumps(spec), c["time"]))
+    db.execute("INSERT INTO queue (task_id, spec, submitted_at) VALUES (?,?,?)",
+               (task_id, codec.dumps(spec).decode(), c["time"]))
     return {"task_id": task_id}
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from dcosd import codec
 from dcosd.master.state.store import StateStore
 from dcosd.model.resources import Resources
 from dcosd.model.states import ACTIVE_STATES, TaskState
@@ -39,7 +40,7 @@ def _agent_row(row: tuple) -> dict[str, Any]:
 def queued_tasks(store: StateStore, *, without_reason: bool = False) -> list[dict[str, Any]]:
     where = " WHERE pending_reason = ''" if without_reason else ""
     return [
-        {"id": tid, "spec": json.loads(spec), "state": "QUEUED", "submitted_at": at, "pending_reason": reason}
+        {"id": tid, "spec": codec.loads(spec), "state": "QUEUED", "submitted_at": at, "pending_reason": reason}
         for tid, spec, at, reason in store.query(
             f"SELECT task_id, spec, submitted_at, pending_reason FROM queue{where} ORDER BY submitted_at, task_id")
     ]
