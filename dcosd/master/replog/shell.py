@@ -246,10 +246,7 @@ class RaftStore(Reads):
                     later = [m for m in rd.messages if m.type not in _EARLY]
             if rd.entries or rd.snapshot is not None or self.storage.vouches(rd.hard_state):
                 self._outstanding = True
-                if later is rd.messages:
-                    self._disk.put((rd, later))
-                else:  # the disk thread takes the GIL to build its transaction: let the sends go first
-                    self.loop.call_soon(self._disk.put, (rd, later))
+                self._disk.put((rd, later))  # the early messages are in the sockets already
                 return
             self._finish(rd, later, self.storage.write_ready(rd))
 
