@@ -276,6 +276,12 @@ MIGRATIONS: list[str] = [
     );
     INSERT INTO package_repositories (name, url, position) VALUES ('dcosd', 'dcosd:catalogue', 0);
     """,
+    # 8: the queue in submission order, and the tasks that have no reason why they wait yet: the
+    # scheduler asks for those every 0.25 s, which read (and sorted) the whole queue when it was long.
+    """
+    CREATE INDEX queue_by_time ON queue(submitted_at, task_id);
+    CREATE INDEX queue_without_reason ON queue(submitted_at, task_id) WHERE pending_reason = '';
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
