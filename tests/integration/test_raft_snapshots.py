@@ -137,3 +137,22 @@ def test_masters_killed_after_compacting_come_back_with_everything(tmp_path: Pat
         assert dumps[0] == dumps[1] == dumps[2]
     finally:
         ha.stop_all()
+
+
+def test_the_log_below_a_snapshot_is_deleted_a_step_at_a_time(storage: RaftStorage, tmp_path: Path) -> None:
+    from dcosd.master.replog.storage import TRUNCATE_STEP
+
+    last = 2 * TRUNCATE_STEP + 500
+    for first in range(1, last + 1, 500):
+        _write(storage, first, first + 499)
+    storage.save_image(last, storage.image_of(storage.pin_state(), last))
+    storage.record_snapshot(last, 1)
+
+    def lowest() -> int:
+        return next(iter(storage.db.execute("SELECT MIN(idx) FROM raft_log")))[0]
+
+    seen = []
+    for k in range(4):  # each following Ready deletes at most TRUNCATE_STEP rows below the snapshot
+        _write(storage, last + 1 + k, last + 1 + k)
+        seen.append(lowest())
+    assert seen == [TRUNCATE_STEP + 1, 2 * TRUNCATE_STEP + 1, last + 1, last + 1]

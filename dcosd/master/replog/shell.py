@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
+import os
 import logging
 import queue
 import random
@@ -365,6 +366,10 @@ class RaftStore(Reads):
 
     def _image(self, pinned: Any, index: int) -> None:
         """The raft-snapshot thread: image the state pinned at ``index`` and save it durably."""
+        try:  # at a lower CPU priority than the threads serving writes (Linux: a nice value per thread)
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 15)
+        except (AttributeError, OSError):
+            pass
         try:
             data = self.storage.image_of(pinned, index)
             self.storage.save_image(index, data)

@@ -37,6 +37,7 @@ from .messages import (
 NODE_TABLES = ("raft_hard_state", "raft_log", "raft_snapshot")
 
 # (ok, value) per applied NORMAL entry: value is apply()'s result or the DcosdError that refused it.
+TRUNCATE_STEP = 1000
 # (entry, applied without error, apply()'s result or the error, the decoded command or None)
 Outcome = tuple[Entry, bool, Any, Any]
 
@@ -51,6 +52,10 @@ class RaftStorage:
         self._vouched: tuple[int, str | None, bool] | None = None  # (term, vote, rejoining) last made durable
         self._synchronous = "FULL"  # open_db's setting
         self._to_record: tuple[int, int] | None = None  # a saved image write_ready() must record
+        # Log rows at or below the snapshot are dead weight (load() skips them); they are deleted
+        # TRUNCATE_STEP at a time by the following Readys, not all 10,000 inside one write.
+        self._truncate_to = 0
+        self._truncated = 0
 
     # -- load -----------------------------------------------------------------------------------
     def load(self) -> tuple[PersistedState, int]:
@@ -73,6 +78,7 @@ class RaftStorage:
                     raise StorageError(f"the snapshot at index {idx} is missing ({exc}); restore this master's "
                                        f"data directory, or wipe it and start with --rejoin") from exc
         self._remove_images(keep=image)  # images that were never recorded, or were superseded
+        self._truncate_to, self._truncated = snap.meta.index, 0  # rows a crash left below the snapshot
         entries = tuple(Entry(t, i, bytes(d), EntryKind(k)) for i, t, k, d in db.execute(
             "SELECT idx, term, kind, data FROM raft_log WHERE idx > ? ORDER BY idx", (snap.meta.index,)))
         applied = 0
@@ -121,7 +127,13 @@ class RaftStorage:
                 if record is not None:
                     db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
                                (record[0], record[1], b""))
-                    db.execute("DELETE FROM raft_log WHERE idx <= ?", (record[0],))
+                truncate_to = max(self._truncate_to, record[0] if record is not None else 0)
+                truncated = self._truncated
+                if rd.snapshot is not None:
+                    truncate_to = truncated = max(truncate_to, rd.snapshot.meta.index)  # all deleted above
+                if truncated < truncate_to:
+                    truncated = min(truncate_to, truncated + TRUNCATE_STEP)
+                    db.execute("DELETE FROM raft_log WHERE idx <= ?", (truncated,))
                 if rd.entries:
                     db.execute("DELETE FROM raft_log WHERE idx >= ?", (rd.entries[0].index,))
                     db.executemany("INSERT INTO raft_log (idx, term, kind, data) VALUES (?, ?, ?, ?)",
@@ -145,6 +157,7 @@ class RaftStorage:
             if attached is not None:
                 self._detach_image(attached)
         self._vouched = vouched
+        self._truncate_to, self._truncated = truncate_to, truncated
         if record is not None or rd.snapshot is not None:
             self._to_record = None
             self._remove_images(keep=record[0] if record is not None else None)
