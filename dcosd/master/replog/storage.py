@@ -22,6 +22,7 @@ import apsw
 
 from dcosd import codec
 from dcosd.errors import DcosdError, StorageError
+from dcosd.executor.base import atomic_write
 from dcosd.master.state import machine
 
 from .messages import (
@@ -245,20 +246,10 @@ class RaftStorage:
     def save_image(self, index: int, data: bytes) -> None:
         """Write the image of ``index`` durably (fsync, rename, fsync of the directory). Any thread."""
         final = self._image_path(index)
-        tmp = final.with_name(final.name + ".tmp")
         try:
-            with open(tmp, "wb") as f:
-                f.write(data)
-                f.flush()
-                os.fsync(f.fileno())
-            os.replace(tmp, final)
-            dirfd = os.open(final.parent, os.O_RDONLY)
-            try:
-                os.fsync(dirfd)
-            finally:
-                os.close(dirfd)
+            atomic_write(final, data)
         except OSError as exc:
-            _unlink(tmp)
+            _unlink(final.with_name(final.name + ".tmp"))
             raise StorageError(f"cannot store a snapshot: {exc}") from exc
 
     def record_snapshot(self, index: int, term: int) -> None:
