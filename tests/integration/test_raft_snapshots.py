@@ -156,3 +156,23 @@ def test_the_log_below_a_snapshot_is_deleted_a_step_at_a_time(storage: RaftStora
         _write(storage, last + 1 + k, last + 1 + k)
         seen.append(lowest())
     assert seen == [TRUNCATE_STEP + 1, 2 * TRUNCATE_STEP + 1, last + 1, last + 1]
+
+
+def test_recording_a_snapshot_leaves_a_later_image_and_its_scratch_alone(storage: RaftStorage,
+                                                                          tmp_path: Path) -> None:
+    _write(storage, 1, 50)
+    storage.save_image(40, b"an older image")
+    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    _write(storage, 51, 90)
+    storage.save_image(90, storage.image_of(storage.pin_state(), 90))  # saved, not recorded yet
+    scratch = tmp_path / "state.db.snap-out-120"  # a third one being imaged on its thread
+    scratch.write_bytes(b"in the making")
+    storage.record_snapshot(50, 1)
+    _write(storage, 91, 91)  # the transaction that records 50
+    assert sorted(p.name for p in tmp_path.glob("state.db.snapshot-*")) == ["state.db.snapshot-50",
+                                                                            "state.db.snapshot-90"]
+    assert scratch.exists()
+    storage.db.close()
+    _reopen(tmp_path).load()  # at start, only the recorded image survives
+    assert [p.name for p in tmp_path.glob("state.db.snapshot-*")] == ["state.db.snapshot-50"]
+    assert not scratch.exists()

@@ -26,8 +26,8 @@ from __future__ import annotations
 import asyncio
 import collections
 import dataclasses
-import os
 import logging
+import os
 import queue
 import random
 import threading
@@ -309,7 +309,10 @@ class RaftStore(Reads):
         if messages:  # 2: after the fsync
             self._send(messages)
         node.advance(rd)  # 4
-        if rd.snapshot_request and self._imaging is None:  # 5, beside the writer (storage.py)
+        # 5, beside the writer (storage.py). One at a time; a request made before the previous snapshot
+        # compacted the log is stale (it would image again a few entries later) and is let go.
+        if (rd.snapshot_request and self._imaging is None and self._compact_due is None
+                and rd.snapshot_request - node.log.offset >= node.snapshot_threshold):
             index = rd.snapshot_request
             self._imaging = threading.Thread(target=self._image, args=(self.storage.pin_state(), index),
                                              name="raft-snapshot", daemon=True)

@@ -78,7 +78,7 @@ class RaftStorage:
                 except OSError as exc:
                     raise StorageError(f"the snapshot at index {idx} is missing ({exc}); restore this master's "
                                        f"data directory, or wipe it and start with --rejoin") from exc
-        self._remove_images(keep=image)  # images that were never recorded, or were superseded
+        self._remove_stray_images(keep=image)  # never recorded, superseded, or half-written by a crash
         self._truncate_to, self._truncated = snap.meta.index, 0  # rows a crash left below the snapshot
         entries = tuple(Entry(t, i, bytes(d), EntryKind(k)) for i, t, k, d in db.execute(
             "SELECT idx, term, kind, data FROM raft_log WHERE idx > ? ORDER BY idx", (snap.meta.index,)))
@@ -161,7 +161,8 @@ class RaftStorage:
         self._truncate_to, self._truncated = truncate_to, truncated
         if record is not None or rd.snapshot is not None:
             self._to_record = None
-            self._remove_images(keep=record[0] if record is not None else None)
+            # Older images only: a later one may be in the making, or saved and not recorded yet.
+            self._remove_images_below(record[0] if record is not None else rd.snapshot.meta.index + 1)
         if rd.committed_entries:
             self.applied_term = rd.committed_entries[-1].term
         elif rd.snapshot is not None:
@@ -204,7 +205,8 @@ class RaftStorage:
     # A snapshot of our own state is taken beside the writer, not in its way: pin_state() opens a read
     # transaction at exactly the snapshot's index (on the writer's thread, between transactions),
     # image_of() copies that state on another thread while the writer goes on, save_image() makes it
-    # a durable file, and the next write_ready() records it and drops the log it covers, fsynced.
+    # a durable file, the next write_ready() records it (fsynced), and the log rows it covers are
+    # deleted TRUNCATE_STEP per write.
     # (It used to be imaged, VACUUMed and stored as a blob in the writer's path: a 300 ms stall.)
 
     def pin_state(self) -> apsw.Connection:
@@ -253,16 +255,29 @@ class RaftStorage:
             raise StorageError(f"cannot store a snapshot: {exc}") from exc
 
     def record_snapshot(self, index: int, term: int) -> None:
-        """The next write_ready() points raft_snapshot at the saved image of ``index`` and drops the log
-        up to it, in its own (then fsynced) transaction."""
+        """The next write_ready() points raft_snapshot at the saved image of ``index`` (fsynced); it and
+        the following ones delete the log rows it covers, TRUNCATE_STEP at a time."""
         self._to_record = (index, term)
 
     def _image_path(self, index: int) -> Path:
         return self.path.with_name(f"{self.path.name}.snapshot-{index}")
 
-    def _remove_images(self, keep: int | None) -> None:
+    def _images(self) -> list[tuple[int, Path]]:
+        out = []
         for p in self.path.parent.glob(f"{self.path.name}.snapshot-*"):
-            if keep is None or p != self._image_path(keep):
+            index = p.name.rsplit("-", 1)[1]
+            out.append((int(index) if index.isdigit() else -1, p))  # -1: a .tmp a crash left behind
+        return out
+
+    def _remove_images_below(self, index: int) -> None:
+        for i, p in self._images():
+            if 0 <= i < index:
+                _unlink(p)
+
+    def _remove_stray_images(self, keep: int | None) -> None:
+        """At start, before any snapshot thread runs: every image but the recorded one, and scratch."""
+        for i, p in self._images():
+            if keep is None or i != keep:
                 _unlink(p)
         for p in self.path.parent.glob(f"{self.path.name}.snap-out-*"):
             _unlink(p)

@@ -60,6 +60,10 @@ class FrameReader:
         pos, end = 0, len(buf)
         while end - pos >= _LEN:
             n = int.from_bytes(buf[pos:pos + _LEN], "little")
+            if n > MAX_FRAME:
+                log.warning("dropping the raft stream from %s: a frame of %d bytes announced", self._peer, n)
+                self._finish()
+                return True, b""
             if end - pos - _LEN < n:
                 break
             try:
