@@ -53,8 +53,9 @@ class Checkpointer:
             db = apsw.Connection(self._path, flags=apsw.SQLITE_OPEN_READWRITE)
             db.setbusytimeout(5000)
         except apsw.Error as exc:
-            log.warning("WAL checkpoints stay on the write path: cannot open %s (%s)", self._path, exc)
-            self._writer.set_wal_hook(None)
+            # Not touching the writer from this thread: its own fallback (maybe_inline) bounds the WAL.
+            log.warning("no background WAL checkpoints (cannot open %s: %s); the writer checkpoints every "
+                        "%d pages itself", self._path, exc, INLINE_PAGES)
             return
         try:
             while True:
