@@ -238,7 +238,8 @@ class RaftStore(Reads):
         while node.has_ready():
             rd = node.ready()
             later = rd.messages
-            if node.role == Role.LEADER and rd.snapshot is None and not self.storage.vouches(rd.hard_state):
+            leading = node.role == Role.LEADER
+            if leading and rd.snapshot is None and not self.storage.vouches(rd.hard_state):
                 # Our appends and heartbeats vouch for nothing of our own disk (the term is already
                 # durable): they go out now, while we write the same entries.
                 early = [m for m in rd.messages if m.type in _EARLY]
@@ -246,10 +247,30 @@ class RaftStore(Reads):
                     self._send(early)
                     later = [m for m in rd.messages if m.type not in _EARLY]
             if rd.entries or rd.snapshot is not None or self.storage.vouches(rd.hard_state):
+                if not leading:
+                    self._finish(rd, [], self._write_and_acknowledge(rd, later))
+                    continue
                 self._outstanding = True
                 self._disk.put((rd, later))  # the early messages are in the sockets already
                 return
             self._finish(rd, later, self.storage.write_ready(rd))
+
+    def _write_and_acknowledge(self, rd: Ready, messages: list[Message]) -> list:
+        """A follower's (or candidate's) fsynced Ready, written on the loop. Its acknowledgments are
+        what the leader's commit waits for, and nothing on this master waits for the apply: persist in
+        one transaction, send, then apply in another (a crash between re-applies from the durable log).
+        On the loop, not the disk thread: at one write in flight the two thread hops cost more than the
+        loop loses by blocking (peers' frames wait in the socket and become the next batch)."""
+        if messages and rd.snapshot is None and rd.committed_entries:
+            self.storage.write_ready(dataclasses.replace(rd, committed_entries=[]))
+            self._send(messages)
+            outcomes = self.storage.write_ready(Ready(committed_entries=rd.committed_entries))
+        else:
+            outcomes = self.storage.write_ready(rd)
+            if messages:
+                self._send(messages)
+        self._checkpointer.maybe_inline()
+        return outcomes
 
     def _disk_loop(self) -> None:
         """The raft-disk thread: one fsynced transaction at a time, results back to the loop."""
