@@ -81,7 +81,10 @@ class BuiltinTasks:
             s.suppress(self.framework_id)
 
     def _on_commit(self, command: dict[str, Any], result: Any) -> None:
-        if command["type"] in ("task_submit", "task_kill") and self.scheduling is not None:
+        if command["type"] == "task_submit" and self.scheduling is not None:
+            self._reasons_due = True
+            self.scheduling.revive(self.framework_id)  # the queue holds this task now: no need to look
+        elif command["type"] == "task_kill" and self.scheduling is not None:
             self._reasons_due = True
             self._wanted()
         elif command["type"] in ("agent_register", "agent_unreachable", "agent_lost"):

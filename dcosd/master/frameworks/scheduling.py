@@ -122,11 +122,16 @@ class Scheduling:
         for b in self.builtins:
             b.attach(self)
         try:
+            loop = asyncio.get_running_loop()
             while True:
-                try:
-                    await asyncio.wait_for(self._wake.wait(), ALLOCATION_INTERVAL)
-                except asyncio.TimeoutError:
-                    pass
+                if not self._wake.is_set():
+                    # A timer that sets the event, not wait_for(): this wakes on every submitted task,
+                    # and wait_for() wraps each wait in a Task of its own.
+                    timer = loop.call_later(ALLOCATION_INTERVAL, self._wake.set)
+                    try:
+                        await self._wake.wait()
+                    finally:
+                        timer.cancel()
                 self._wake.clear()
                 try:
                     await self.cycle()
