@@ -165,7 +165,10 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3,
                     help="rounds per level; the two systems alternate, so a drift of the disk's fsync time "
                          "(large on shared virtual disks) falls on both")
+    ap.add_argument("--clients", default=",".join(map(str, LEVELS)),
+                    help="comma-separated levels of concurrent clients (default %(default)s)")
     args = ap.parse_args()
+    levels = tuple(int(c) for c in args.clients.split(","))
     tmp = Path(tempfile.mkdtemp(prefix="dcosd-replwrites-"))
     (tmp / "dcosd").mkdir()
     ha = HaCluster(tmp / "dcosd")
@@ -178,7 +181,7 @@ def main() -> None:
         eleader = etcd_leader(urls)
         dpids = [p.pid for p in ha.procs.values()]
         epids = [p.pid for p in etcd_procs]
-        for c in LEVELS:
+        for c in levels:
             for r in range(args.rounds):
                 for name, writer, pids in (("dcosd", dcosd_writer(leader, f"d{c}r{r}"), dpids),
                                            ("etcd", etcd_writer(eleader, f"e{c}r{r}"), epids)):
@@ -200,7 +203,7 @@ def main() -> None:
         shutil.rmtree(tmp, ignore_errors=True)
     print(f"\n{args.rounds} alternating rounds of {args.seconds:g} s per level")
     print("clients  dcosd w/s   etcd w/s  ratio   dcosd p99  etcd p99  ratio   CPU/write dcosd  etcd")
-    for c in LEVELS:
+    for c in levels:
         d, e = results[("dcosd", c)], results[("etcd", c)]
         print(f"{c:7d} {d.rate():10.0f} {e.rate():10.0f} {d.rate() / e.rate():6.2f}x {d.p99() * 1000:9.1f}ms "
               f"{e.p99() * 1000:7.1f}ms {d.p99() / e.p99():5.2f}x   {d.cpu_per_write_us():7.0f}us {e.cpu_per_write_us():5.0f}us")
