@@ -6,8 +6,9 @@ oldest first, into each offer (first fit), ACCEPTs them through
 ``Scheduling.accept`` — committed as ``task_place``, which moves a task from
 the queue to TASK_STAGING on the offer's agent — and declines what it cannot
 use. It suppresses offers while its queue is empty and revives when a task is
-submitted. After every cycle it tells each task still queued why it waits
-(``dcosd task show``).
+submitted. Why a task still waits (``dcosd task show``) is computed when it
+is read (state/views.py), from the agents and their live tasks: nothing is
+replicated for it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 from dcosd.master.allocator import Offer, RoleResources
 from dcosd.master.frameworks.scheduling import Operation, PlannedTask
-from dcosd.master.placement import AgentView, PendingTask, _why_waiting
 from dcosd.master.state import views
 from dcosd.model.ids import BUILTIN_TASKS_FRAMEWORK, new_uuid
 from dcosd.model.resources import Resources
@@ -33,9 +33,6 @@ ROLE = "*"
 # Leftovers of an offer are not offered back to this framework for this long, unless more
 # becomes free there or a task is submitted (which revives).
 REFUSE_SECONDS = 2.0
-# Why tasks wait is written at most this often: a burst of submits then costs one replicated write,
-# not one per submit (the first version doubled the writes of a steady trickle of submits).
-REASONS_EVERY = 0.25
 
 
 class BuiltinTasks:
@@ -44,10 +41,6 @@ class BuiltinTasks:
     def __init__(self) -> None:
         self.scheduling: "Scheduling | None" = None
         self._inflight: set[str] = set()
-        self._reasons_due = True
-        # Agents changed: every queued task's reason may have changed, not only new tasks'.
-        self._reasons_all = True
-        self._reasons_timer: asyncio.TimerHandle | None = None
 
     # -- attachment (every leadership) ----------------------------------------------
     def attach(self, scheduling: "Scheduling") -> None:
@@ -58,9 +51,6 @@ class BuiltinTasks:
         scheduling.master.store.listeners.append(self._on_commit)
 
     def detach(self) -> None:
-        if self._reasons_timer is not None:
-            self._reasons_timer.cancel()
-            self._reasons_timer = None
         s = self.scheduling
         if s is not None and self._on_commit in s.master.store.listeners:
             s.master.store.listeners.remove(self._on_commit)
@@ -68,7 +58,7 @@ class BuiltinTasks:
 
     def _queue(self) -> list[dict[str, Any]]:
         assert self.scheduling is not None
-        return views.queued_tasks(self.scheduling.master.store)
+        return views.queued_tasks(self.scheduling.master.store, reasons=False)
 
     def _wanted(self) -> None:
         s = self.scheduling
@@ -82,13 +72,9 @@ class BuiltinTasks:
 
     def _on_commit(self, command: dict[str, Any], result: Any) -> None:
         if command["type"] == "task_submit" and self.scheduling is not None:
-            self._reasons_due = True
             self.scheduling.revive(self.framework_id)  # the queue holds this task now: no need to look
         elif command["type"] == "task_kill" and self.scheduling is not None:
-            self._reasons_due = True
             self._wanted()
-        elif command["type"] in ("agent_register", "agent_unreachable", "agent_lost"):
-            self._reasons_due = self._reasons_all = True
 
     # -- FrameworkClient -------------------------------------------------------------
     def offers(self, offers: list[Offer]) -> None:
@@ -146,43 +132,5 @@ class BuiltinTasks:
                                  "resources": drawn.flatten().to_dict(), "time": now, "uuid": new_uuid()})
             for t, _, drawn in tasks])
 
-    # -- why tasks wait ------------------------------------------------------------------
     def after_cycle(self) -> None:
-        if not self._reasons_due or self.scheduling is None or self._reasons_timer is not None:
-            return
-        self._reasons_timer = asyncio.get_running_loop().call_later(REASONS_EVERY, self._reasons_now)
-
-    def _reasons_now(self) -> None:
-        self._reasons_timer = None
-        if self.scheduling is None:
-            return
-        self._reasons_due = False
-        asyncio.get_running_loop().create_task(self._update_reasons())
-
-    async def _update_reasons(self) -> None:
-        s = self.scheduling
-        if s is None or s.alloc is None:
-            return
-        # New tasks only, unless agents or free resources changed since the last reasons were written.
-        everything, self._reasons_all = self._reasons_all, False
-        store = s.master.store
-        queued = [q for q in views.queued_tasks(store, without_reason=not everything) if q["id"] not in self._inflight]
-        if not queued:
-            return
-        sessions = s.master.agents.sessions
-        agents = []
-        for a in views.agents(s.master.store):
-            if a["state"] != "ACTIVE" or a["id"] not in sessions or a["id"] not in s.alloc.agent_ids():
-                continue
-            total = Resources.from_dict(a["resources"])
-            agents.append(AgentView(a["id"], a["hostname"], total, s.alloc.available(a["id"]).flatten()))
-        changed = {}
-        for q in queued:
-            why = _why_waiting(PendingTask(q["id"], Resources.from_dict(q["spec"]["resources"])), agents)
-            if q["pending_reason"] != why:
-                changed[q["id"]] = why
-        if changed:
-            try:
-                await s.master.store.propose({"type": "task_pending_reason", "reasons": changed})
-            except Exception as exc:  # noqa: BLE001
-                log.warning("pending reasons not recorded: %s", exc)
+        pass  # why tasks wait is computed on read (state/views.py)

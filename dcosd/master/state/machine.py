@@ -174,6 +174,8 @@ def apply_task_submit(db: apsw.Connection, c: Command) -> dict[str, Any]:
 
 @handler("task_pending_reason")
 def apply_task_pending_reason(db: apsw.Connection, c: Command) -> None:
+    # No longer proposed (reasons are computed on read, views.waiting_reasons); kept so that logs and
+    # snapshots written by earlier versions still apply.
     for task_id, reason in c["reasons"].items():
         db.execute("UPDATE queue SET pending_reason = ? WHERE task_id = ?", (reason, task_id))
 

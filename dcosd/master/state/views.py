@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 from dcosd import codec
+from dcosd.master.placement import AgentView, PendingTask, _why_waiting
 from dcosd.master.state.store import StateStore
 from dcosd.model.resources import Resources
 from dcosd.model.states import ACTIVE_STATES, TaskState
@@ -37,13 +39,37 @@ def _agent_row(row: tuple) -> dict[str, Any]:
     }
 
 
-def queued_tasks(store: StateStore, *, without_reason: bool = False) -> list[dict[str, Any]]:
-    where = " WHERE pending_reason = ''" if without_reason else ""
-    return [
-        {"id": tid, "spec": codec.loads(spec), "state": "QUEUED", "submitted_at": at, "pending_reason": reason}
-        for tid, spec, at, reason in store.query(
-            f"SELECT task_id, spec, submitted_at, pending_reason FROM queue{where} ORDER BY submitted_at, task_id")
-    ]
+def queued_tasks(store: StateStore, *, reasons: bool = True) -> list[dict[str, Any]]:
+    out = [{"id": tid, "spec": codec.loads(spec), "state": "QUEUED", "submitted_at": at}
+           for tid, spec, at in store.query("SELECT task_id, spec, submitted_at FROM queue ORDER BY submitted_at, task_id")]
+    if reasons and out:
+        why = waiting_reasons(store)
+        for q in out:
+            q["pending_reason"] = why(q["spec"])
+    return out
+
+
+def waiting_reasons(store: StateStore) -> Callable[[dict[str, Any]], str]:
+    """Why a queued task (its spec) waits, from the replicated state alone: the active agents' totals
+    and what their live tasks hold. "" when some agent has room for it (the next placement cycle takes
+    it). Computed on read: replicating a reason for every submitted task cost each write another."""
+    held = allocated_by_agent(store)
+    active = []
+    for a in agents(store):
+        if a["state"] == "ACTIVE":
+            total = Resources.from_dict(a["resources"])
+            active.append((AgentView(a["id"], a["hostname"], total, total), held.get(a["id"], Resources())))
+
+    def why(spec: dict[str, Any]) -> str:
+        try:
+            need = Resources.from_dict(spec.get("resources", {}))
+        except ValueError:
+            return ""
+        if any(view.total.contains(used + need) for view, used in active):
+            return ""
+        return _why_waiting(PendingTask(spec.get("task_id", ""), need), [view for view, _ in active])
+
+    return why
 
 
 def queue_is_empty(store: StateStore) -> bool:
@@ -53,11 +79,11 @@ def queue_is_empty(store: StateStore) -> bool:
 def task(store: StateStore, task_id: str, *, history: bool = True) -> dict[str, Any] | None:
     # The queue is read first: a task only ever moves from the queue to the tasks table, so a task
     # that left the queue between the two reads is found in the second one, never missed by both.
-    q = store.query_one("SELECT task_id, spec, submitted_at, pending_reason FROM queue WHERE task_id = ?",
-                        (task_id,))
+    q = store.query_one("SELECT task_id, spec, submitted_at FROM queue WHERE task_id = ?", (task_id,))
     if q is not None:
-        return {"id": q[0], "name": json.loads(q[1])["name"], "state": "QUEUED", "spec": json.loads(q[1]),
-                "submitted_at": q[2], "pending_reason": q[3], "agent_id": None, "statuses": []}
+        spec = json.loads(q[1])
+        return {"id": q[0], "name": spec["name"], "state": "QUEUED", "spec": spec, "submitted_at": q[2],
+                "pending_reason": waiting_reasons(store)(spec), "agent_id": None, "statuses": []}
     row = store.query_one(f"SELECT {_TASK_COLS} FROM tasks WHERE id = ?", (task_id,))
     if row is None:
         return None
