@@ -97,7 +97,7 @@ class OperatorApi:
         wait = _float_arg(request, "wait", 0.0, 0.0, MAX_WAIT)
         deadline = time.monotonic() + wait
         while True:
-            t = views.task(self.master.store, task_id)
+            t = views.task(self.master.store, task_id, waiting_reason=True)
             if t is None:
                 raise NotFound(f"no task {task_id}")
             remaining = deadline - time.monotonic()

@@ -42,7 +42,7 @@ async def test_no_active_agent(store: StateStore) -> None:
     assert _reasons(store) == {"t1": "no active agent"}
     await _agent(store, "a1", 4, 4096)
     await store.propose({"type": "agent_unreachable", "agent_id": "a1", "time": 2.0})
-    assert views.task(store, "t1")["pending_reason"] == "no active agent"
+    assert views.task(store, "t1", waiting_reason=True)["pending_reason"] == "no active agent"
 
 
 async def test_larger_than_any_agent_names_the_shortfall(store: StateStore) -> None:
@@ -67,6 +67,7 @@ async def test_room_left_by_live_tasks(store: StateStore) -> None:
     assert reasons["medium"].startswith("waiting for resources")
 
 
-async def test_the_scheduler_reads_the_queue_without_reasons(store: StateStore) -> None:
+async def test_internal_reads_of_the_queue_skip_the_reasons(store: StateStore) -> None:
     await _submit(store, "t1", 1, 128)
     assert "pending_reason" not in views.queued_tasks(store, reasons=False)[0]
+    assert "pending_reason" not in views.task(store, "t1", history=False)

@@ -40,8 +40,8 @@ def _agent_row(row: tuple) -> dict[str, Any]:
 
 
 def queued_tasks(store: StateStore, *, reasons: bool = True) -> list[dict[str, Any]]:
-    out = [{"id": tid, "spec": codec.loads(spec), "state": "QUEUED", "submitted_at": at}
-           for tid, spec, at in store.query("SELECT task_id, spec, submitted_at FROM queue ORDER BY submitted_at, task_id")]
+    rows = store.query("SELECT task_id, spec, submitted_at FROM queue ORDER BY submitted_at, task_id")
+    out = [{"id": tid, "spec": codec.loads(spec), "state": "QUEUED", "submitted_at": at} for tid, spec, at in rows]
     if reasons and out:
         why = waiting_reasons(store)
         for q in out:
@@ -53,21 +53,22 @@ def waiting_reasons(store: StateStore) -> Callable[[dict[str, Any]], str]:
     """Why a queued task (its spec) waits, from the replicated state alone: the active agents' totals
     and what their live tasks hold. "" when some agent has room for it (the next placement cycle takes
     it). Computed on read: replicating a reason for every submitted task cost each write another."""
-    held = allocated_by_agent(store)
-    active = []
-    for a in agents(store):
-        if a["state"] == "ACTIVE":
-            total = Resources.from_dict(a["resources"])
-            active.append((AgentView(a["id"], a["hostname"], total, total), held.get(a["id"], Resources())))
+    active = [a for a in agents(store) if a["state"] == "ACTIVE"]
+    held = allocated_by_agent(store) if active else {}
+    sized: list[tuple[AgentView, Resources]] = []
+    for a in active:
+        total = Resources.from_dict(a["resources"])
+        # _why_waiting() reads totals only; what is free is judged here, from what live tasks hold.
+        sized.append((AgentView(a["id"], a["hostname"], total, total), held.get(a["id"], Resources())))
 
     def why(spec: dict[str, Any]) -> str:
         try:
             need = Resources.from_dict(spec.get("resources", {}))
         except ValueError:
             return ""
-        if any(view.total.contains(used + need) for view, used in active):
+        if any(view.total.contains(used + need) for view, used in sized):
             return ""
-        return _why_waiting(PendingTask(spec.get("task_id", ""), need), [view for view, _ in active])
+        return _why_waiting(PendingTask(spec.get("task_id", ""), need), [view for view, _ in sized])
 
     return why
 
@@ -76,14 +77,20 @@ def queue_is_empty(store: StateStore) -> bool:
     return store.query_one("SELECT 1 FROM queue LIMIT 1") is None
 
 
-def task(store: StateStore, task_id: str, *, history: bool = True) -> dict[str, Any] | None:
+def task(store: StateStore, task_id: str, *, history: bool = True,
+         waiting_reason: bool = False) -> dict[str, Any] | None:
+    """A task, queued or placed. ``waiting_reason``: a queued task's ``pending_reason`` (reads every
+    active agent and live task, so only for views an operator looks at)."""
     # The queue is read first: a task only ever moves from the queue to the tasks table, so a task
     # that left the queue between the two reads is found in the second one, never missed by both.
     q = store.query_one("SELECT task_id, spec, submitted_at FROM queue WHERE task_id = ?", (task_id,))
     if q is not None:
         spec = json.loads(q[1])
-        return {"id": q[0], "name": spec["name"], "state": "QUEUED", "spec": spec, "submitted_at": q[2],
-                "pending_reason": waiting_reasons(store)(spec), "agent_id": None, "statuses": []}
+        t = {"id": q[0], "name": spec["name"], "state": "QUEUED", "spec": spec, "submitted_at": q[2],
+             "agent_id": None, "statuses": []}
+        if waiting_reason:
+            t["pending_reason"] = waiting_reasons(store)(spec)
+        return t
     row = store.query_one(f"SELECT {_TASK_COLS} FROM tasks WHERE id = ?", (task_id,))
     if row is None:
         return None
