@@ -32,8 +32,10 @@ from tests.harness.ha_cluster import HaCluster  # noqa: E402
 
 
 def checkout(rev: str, where: Path) -> Path:
-    subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), rev], check=True,
-                   stdout=subprocess.DEVNULL)
+    r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), rev],
+                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"ab_writes: cannot check out {rev!r}: {r.stderr.strip()}")
     return where
 
 
