@@ -108,6 +108,7 @@ class Disk:
     hs: HardState = HardState()
     snapshot: Snapshot = Snapshot()
     entries: list[Entry] = field(default_factory=list)
+    checked_commit: int = 0  # the checker's mark (how far this node's commits were checked), not durable state
 
     def last_index(self) -> int:
         return self.snapshot.meta.index + len(self.entries)
@@ -461,9 +462,11 @@ class Sim:
         if hs is not None:
             if hs.term < d.hs.term or (hs.term == d.hs.term and d.hs.vote not in (None, hs.vote)):
                 self.fail(f"{sn.id} hard state goes backwards: {d.hs} -> {hs}")
-            if hs.commit > d.hs.commit:
-                self._register_committed(sn, d.hs.commit, hs.commit)
-            d.hs = hs
+            if hs.commit > d.checked_commit:
+                self._register_committed(sn, d.checked_commit, hs.commit)
+                d.checked_commit = hs.commit
+            if (hs.term, hs.vote, hs.rejoining) != (d.hs.term, d.hs.vote, d.hs.rejoining):
+                d.hs = hs  # as storage.write_ready: the commit index is durable only along with these
             if sn.wiped and hs.term > 0 and not hs.rejoining:
                 sn.wiped = False  # the replacement has rejoined: another disk may be wiped now
 

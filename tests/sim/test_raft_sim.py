@@ -46,7 +46,9 @@ def _first_failing_seed(seeds: range, cfg_for=SimConfig.from_seed) -> int | None
 def test_figure8_scripted_schedule_is_safe(early_send: bool, eager_commit: bool) -> None:
     sim = ScriptedSim(early_send=early_send, eager_commit=eager_commit)
     seen = sim.figure8()
-    assert seen["commit_c"] == 1  # A was on a majority in (c) but of an older term: not committed
+    # A (index 2) was on a majority in (c) but of an older term: not committed. (n1 restarted in (c), and
+    # a commit index is durable only along with a term or vote, so it may not even remember index 1.)
+    assert seen["commit_c"] <= 1
     assert sim.committed_term[2] == seen["terms"][1]  # (d) n5's no-op of t2 replaced A, legally
     assert b"A" not in sim.acked
 

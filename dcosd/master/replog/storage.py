@@ -1,6 +1,6 @@
 """The Raft node's durable side, in the master's SQLite file (migration 3).
 
-Tables: ``raft_hard_state`` (term, vote, commit, rejoining), ``raft_log`` (entries after the last
+Tables: ``raft_hard_state`` (term, vote, rejoining, and the commit index as of their last change), ``raft_log`` (entries after the last
 snapshot), ``raft_snapshot`` (the last state image and its index/term) — this master's own, never
 copied — and ``raft_applied``, part of the replicated state, advanced in the transaction that applies
 each committed entry. So one Ready is one transaction: snapshot, entries, hard state, restore,
@@ -14,6 +14,7 @@ triggers dropped meanwhile so the copy does not fire them, and leaves the raft_*
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -85,7 +86,12 @@ class RaftStorage:
         applied = 0
         for idx, term in db.execute("SELECT idx, term FROM raft_applied WHERE id = 1"):
             applied, self.applied_term = idx, term
-        return PersistedState(hs, snap, entries), max(applied, snap.meta.index)
+        applied = max(applied, snap.meta.index)
+        # The stored commit index is only as recent as the last change of term or vote (write_ready);
+        # every applied entry was committed, and the core must never see applied above commit (it
+        # would apply those entries again).
+        hs = dataclasses.replace(hs, commit=max(hs.commit, applied))
+        return PersistedState(hs, snap, entries), applied
 
     def is_empty(self) -> bool:
         """No Raft history and no state: what --rejoin requires."""
@@ -105,14 +111,21 @@ class RaftStorage:
         outcomes: list[Outcome] = []
         hs = rd.hard_state
         vouched = (hs.term, hs.vote, hs.rejoining) if hs is not None else self._vouched
+        # The commit index alone is not written: Raft never needs it durable, load() takes it as at
+        # least the applied index, and its row cost a WAL page in almost every transaction. It rides
+        # along when term, vote or rejoining change.
+        write_hs = vouched != self._vouched
         # fsync only what something may vouch for: entries, a snapshot, term/vote/rejoining. A Ready that
-        # only applies committed entries (and moves the commit index, which Raft never needs durable) is
-        # committed without fsync: a crash may lose it — whole, WAL frames are ordered and every later
-        # fsync covers it — and the restart re-applies those entries from the durable log.
+        # only applies committed entries is committed without fsync: a crash may lose it — whole, WAL
+        # frames are ordered and every later fsync covers it — and the restart re-applies those entries
+        # from the durable log.
         record = self._to_record
         if record is not None and rd.snapshot is not None and rd.snapshot.meta.index >= record[0]:
             record = None  # a leader's snapshot supersedes ours
-        self._set_synchronous("FULL" if rd.entries or rd.snapshot is not None or vouched != self._vouched
+        if (attached is None and record is None and not rd.entries and not write_hs and not rd.committed_entries
+                and self._truncated >= self._truncate_to):
+            return outcomes  # nothing durable in it (a Ready of messages, or of a commit index alone)
+        self._set_synchronous("FULL" if rd.entries or rd.snapshot is not None or write_hs
                               or record is not None else "NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
@@ -139,7 +152,7 @@ class RaftStorage:
                     db.execute("DELETE FROM raft_log WHERE idx >= ?", (rd.entries[0].index,))
                     db.executemany("INSERT INTO raft_log (idx, term, kind, data) VALUES (?, ?, ?, ?)",
                                    [(e.index, e.term, int(e.kind), e.data) for e in rd.entries])
-                if rd.hard_state is not None:
+                if write_hs:
                     h = rd.hard_state
                     db.execute("INSERT OR REPLACE INTO raft_hard_state (id, term, vote, commit_index, rejoining)"
                                " VALUES (1, ?, ?, ?, ?)", (h.term, h.vote, h.commit, int(h.rejoining)))

@@ -1,0 +1,109 @@
+"""What one Ready writes to the master's SQLite file (replog/storage.py), on real files.
+
+The commit index is not durable by itself (Raft never needs it to be): it rides along with a change
+of term, vote or rejoining, and a restart takes it as at least the applied index — so nothing that
+was applied is applied again, and a Ready that only moves it opens no transaction at all.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import apsw
+import pytest
+
+from dcosd.master.replog.core import RaftNode
+from dcosd.master.replog.messages import Entry, HardState, Message, MsgType, Ready
+from dcosd.master.replog.storage import RaftStorage
+from dcosd.master.state.store import migrate, open_db
+
+
+def _submit(i: int, term: int = 1) -> Entry:
+    spec = {"task_id": f"t{i}", "name": "t", "argv": ["true"], "resources": {"cpus": 0.1, "mem": 32}}
+    return Entry(term, i, json.dumps({"type": "task_submit", "time": 1.0, "spec": spec}).encode())
+
+
+@pytest.fixture
+def path(tmp_path: Path) -> Path:
+    return tmp_path / "state.db"
+
+
+def _open(path: Path) -> RaftStorage:
+    db = open_db(path)
+    migrate(db)
+    s = RaftStorage(db, path)
+    s.load()
+    return s
+
+
+def _data_version(watcher: apsw.Connection) -> int:
+    """Changes whenever another connection commits to the file."""
+    return next(iter(watcher.execute("PRAGMA data_version")))[0]
+
+
+def _stored_hard_state(path: Path) -> tuple | None:
+    db = apsw.Connection(str(path))
+    try:
+        for row in db.execute("SELECT term, vote, commit_index FROM raft_hard_state WHERE id = 1"):
+            return row
+        return None
+    finally:
+        db.close()
+
+
+def test_a_ready_that_only_moves_the_commit_index_writes_nothing(path: Path) -> None:
+    s = _open(path)
+    entries = [_submit(i) for i in range(1, 4)]
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=entries))
+    watcher = apsw.Connection(str(path))
+    before = _data_version(watcher)
+    assert s.write_ready(Ready(hard_state=HardState(1, "m1", 2))) == []
+    msg = Message(MsgType.APPEND_RESP, "m1", "m2", 1, index=3)
+    assert s.write_ready(Ready(messages=[msg])) == []
+    assert _data_version(watcher) == before
+    outcomes = s.write_ready(Ready(hard_state=HardState(1, "m1", 3), committed_entries=entries))
+    assert [ok for _, ok, _, _ in outcomes] == [True, True, True]
+    assert _data_version(watcher) != before
+    assert _stored_hard_state(path) == (1, "m1", 0)  # the apply did not rewrite the hard-state row
+    watcher.close()
+    s.db.close()
+
+
+def test_a_restart_takes_the_commit_index_as_at_least_what_was_applied(path: Path) -> None:
+    s = _open(path)
+    entries = [_submit(i) for i in range(1, 6)]
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=entries))
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 3), committed_entries=entries[:3]))
+    s.db.close()
+
+    s = _open(path)
+    state, applied = s.load()
+    assert applied == 3 and state.hard_state.commit == 3 and len(state.entries) == 5
+    # The core built from it applies 4 and 5 once they are committed again, never 1-3 a second time.
+    node = RaftNode("m1", ["m1"], rng=random.Random(1), state=state, applied=applied)
+    applied_now: list[int] = []
+    for _ in range(200):
+        node.tick()
+        while node.has_ready():
+            rd = node.ready()
+            applied_now += [e.index for e in rd.committed_entries]
+            node.advance(rd)
+        if applied_now:
+            break
+    assert applied_now[:2] == [4, 5]
+    s.db.close()
+
+
+def test_a_new_term_or_vote_carries_the_commit_index_along(path: Path) -> None:
+    s = _open(path)
+    entries = [_submit(i) for i in range(1, 4)]
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=entries))
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 3), committed_entries=entries))
+    assert _stored_hard_state(path) == (1, "m1", 0)
+    s.write_ready(Ready(hard_state=HardState(2, None, 3)))
+    assert _stored_hard_state(path) == (2, None, 3)
+    s.db.close()
+    state, applied = _open(path).load()
+    assert (state.hard_state.term, state.hard_state.vote, state.hard_state.commit, applied) == (2, None, 3, 3)
