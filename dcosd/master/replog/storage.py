@@ -1,8 +1,8 @@
 """The Raft node's durable side, in the master's SQLite file (migration 3).
 
-Tables: ``raft_hard_state`` (term, vote, rejoining, and the commit index as of their last change), ``raft_log`` (entries after the last
-snapshot), ``raft_snapshot`` (the last state image and its index/term) — this master's own, never
-copied — and ``raft_applied``, part of the replicated state, advanced in the transaction that applies
+Tables: ``raft_hard_state`` (term, vote, rejoining, and the commit index as of their last change),
+``raft_log`` (entries after the last snapshot), ``raft_snapshot`` (the last state image and its
+index/term) — this master's own, never copied — and ``raft_applied``, part of the replicated state, advanced in the transaction that applies
 each committed entry. So one Ready is one transaction: snapshot, entries, hard state, restore,
 apply, applied index; a kill -9 leaves either all of it or none of it.
 
