@@ -129,3 +129,25 @@ def test_newer_schema_is_refused(tmp_path: Path):
 def test_every_command_type_has_a_handler():
     assert {"task_submit", "task_place", "task_status", "task_kill", "agent_register", "agent_unreachable",
             "agent_lost", "task_master_status", "task_pending_reason"} <= set(command_types())
+
+
+def test_an_older_schema_is_upgraded_with_its_queue(tmp_path: Path):
+    from dcosd.master.state.migrations import LATEST, MIGRATIONS
+    from dcosd.master.state.store import migrate
+
+    db = apsw.Connection(str(tmp_path / "state.db"))
+    for sql in MIGRATIONS[:9]:  # the schema of dcosd before the queue was keyed by task_id
+        db.execute(sql)
+    db.execute("PRAGMA user_version = 9")
+    rows = [(f"t{i}", json.dumps(spec(f"t{i}")), float(10 - i), "") for i in range(5)]
+    db.executemany("INSERT INTO queue (task_id, spec, submitted_at, pending_reason) VALUES (?,?,?,?)", rows)
+    assert migrate(db) == LATEST
+    assert sorted(db.execute("SELECT task_id, spec, submitted_at, pending_reason FROM queue")) == sorted(rows)
+    (sql,) = next(iter(db.execute("SELECT sql FROM sqlite_master WHERE name = 'queue'")))
+    assert "WITHOUT ROWID" in sql
+    db.close()
+    s = StateStore(tmp_path / "state.db")
+    try:
+        assert [q["id"] for q in views.queued_tasks(s)] == ["t4", "t3", "t2", "t1", "t0"]  # submission order
+    finally:
+        s.close()

@@ -287,6 +287,21 @@ MIGRATIONS: list[str] = [
     """
     DROP INDEX queue_without_reason;
     """,
+    # 10: the queue keyed by task_id itself (WITHOUT ROWID): a rowid table kept a second B-tree for the
+    # task_id key, so every submit and every placement wrote one more page than the rows need.
+    """
+    CREATE TABLE queue_by_id (
+        task_id TEXT PRIMARY KEY,
+        spec TEXT NOT NULL,
+        submitted_at REAL NOT NULL,
+        pending_reason TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
+    INSERT INTO queue_by_id (task_id, spec, submitted_at, pending_reason)
+        SELECT task_id, spec, submitted_at, pending_reason FROM queue;
+    DROP TABLE queue;
+    ALTER TABLE queue_by_id RENAME TO queue;
+    CREATE INDEX queue_by_time ON queue(submitted_at, task_id);
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
