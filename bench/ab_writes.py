@@ -8,7 +8,10 @@ load falls on both. Prints writes/s, p99 and CPU per write (all three masters) f
     python bench/ab_writes.py --base v1 --against v2       # A = v1, B = v2
     python bench/ab_writes.py --base HEAD~1 --clients 1,16,64 --rounds 5 --seconds 3
 
-On a 2-core machine two runs of the same tree differ by up to ±5%: repeat before believing less.
+Under each level's totals it prints the spread of the per-round B/A ratios, and says when the rounds
+disagree on the sign of the difference. On a 2-core VM two runs of the same tree differ by up to
+±5-10% at one client: repeat, or compare a revision with itself (--base X --against X), before
+believing less.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import argparse
 import asyncio
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -37,6 +41,13 @@ def checkout(rev: str, where: Path) -> Path:
     if r.returncode != 0:
         raise SystemExit(f"ab_writes: cannot check out {rev!r}: {r.stderr.strip()}")
     return where
+
+
+def _add(total: Tally, part: Tally) -> None:
+    total.writes += part.writes
+    total.seconds += part.seconds
+    total.cpu += part.cpu
+    total.latencies += part.latencies
 
 
 def main() -> None:
@@ -63,15 +74,30 @@ def main() -> None:
               f"{args.seconds:g} s per level", flush=True)
         for level in (int(c) for c in args.clients.split(",")):
             tallies = {n: Tally() for n in clusters}
+            per_round: list[tuple[float, float]] = []  # (B/A writes/s, B/A CPU per write) of each round
             for r in range(args.rounds):
-                for n, c in clusters.items():
-                    asyncio.run(one_round(tallies[n], dcosd_writer(leaders[n], f"{n}{level}r{r}"), level,
+                # The order within a round alternates too: whoever runs second meets the other's
+                # leftovers (WAL checkpoints, dirty pages being written back).
+                order = "AB" if r % 2 == 0 else "BA"
+                this = {n: Tally() for n in clusters}
+                for n in order:
+                    c = clusters[n]
+                    asyncio.run(one_round(this[n], dcosd_writer(leaders[n], f"{n}{level}r{r}"), level,
                                           args.seconds, [p.pid for p in c.procs.values()]))
+                    _add(tallies[n], this[n])
+                ra, rb = this["A"], this["B"]
+                if ra.writes and rb.writes:
+                    per_round.append((rb.rate() / ra.rate(), rb.cpu_per_write_us() / ra.cpu_per_write_us()))
             a, b = tallies["A"], tallies["B"]
             print(f"{level:3d} clients  A {a.rate():6.0f} w/s p99 {a.p99() * 1e3:5.1f} ms cpu {a.cpu_per_write_us():5.0f} us"
                   f" | B {b.rate():6.0f} w/s p99 {b.p99() * 1e3:5.1f} ms cpu {b.cpu_per_write_us():5.0f} us"
                   f" | B/A writes {b.rate() / a.rate():.3f} cpu {b.cpu_per_write_us() / a.cpu_per_write_us():.3f}",
                   flush=True)
+            if len(per_round) > 1:
+                w, u = sorted(x for x, _ in per_round), sorted(y for _, y in per_round)
+                print(f"             per round B/A: writes {w[0]:.3f}..{w[-1]:.3f} (median {statistics.median(w):.3f}),"
+                      f" cpu {u[0]:.3f}..{u[-1]:.3f} (median {statistics.median(u):.3f})"
+                      f"{'' if w[0] > 1 or w[-1] < 1 else ' — the rounds disagree on the sign: noise'}", flush=True)
     finally:
         for c in clusters.values():
             c.stop_all()
