@@ -2,9 +2,10 @@
 
 Tables: ``raft_hard_state`` (term, vote, rejoining, and the commit index as of their last change),
 ``raft_log`` (entries after the last snapshot), ``raft_snapshot`` (the last state image and its
-index/term) — this master's own, never copied — and ``raft_applied``, part of the replicated state, advanced in the transaction that applies
-each committed entry. So one Ready is one transaction: snapshot, entries, hard state, restore,
-apply, applied index; a kill -9 leaves either all of it or none of it.
+index/term) — this master's own, never copied — and ``raft_applied``, part of the replicated state,
+advanced in the transaction that applies each committed entry. So one Ready is one transaction:
+snapshot, entries, hard state, restore, apply, applied index; a kill -9 leaves either all of it or
+none of it.
 
 Snapshot image: SQLite's online backup API copies the whole database into a scratch file; the
 node-local tables are emptied there and the file vacuumed; its bytes are the image. Restoring an
@@ -114,7 +115,7 @@ class RaftStorage:
         # The commit index alone is not written: Raft never needs it durable, load() takes it as at
         # least the applied index, and its row cost a WAL page in almost every transaction. It rides
         # along when term, vote or rejoining change.
-        write_hs = vouched != self._vouched
+        write_hs = self.vouches(hs)
         # fsync only what something may vouch for: entries, a snapshot, term/vote/rejoining. A Ready that
         # only applies committed entries is committed without fsync: a crash may lose it — whole, WAL
         # frames are ordered and every later fsync covers it — and the restart re-applies those entries
@@ -122,7 +123,7 @@ class RaftStorage:
         record = self._to_record
         if record is not None and rd.snapshot is not None and rd.snapshot.meta.index >= record[0]:
             record = None  # a leader's snapshot supersedes ours
-        if (attached is None and record is None and not rd.entries and not write_hs and not rd.committed_entries
+        if (rd.snapshot is None and record is None and not rd.entries and not write_hs and not rd.committed_entries
                 and self._truncated >= self._truncate_to):
             return outcomes  # nothing durable in it (a Ready of messages, or of a commit index alone)
         self._set_synchronous("FULL" if rd.entries or rd.snapshot is not None or write_hs
