@@ -20,8 +20,7 @@ Checked at every step (``SafetyViolation`` on failure):
     and no command twice; acknowledged proposals are never lost;
   - read index: a read is served at an index covering every proposal acknowledged before it was asked.
 At the end all faults heal and liveness is checked: a leader emerges and a fresh command plus every
-acknowledged one are applied on all nodes, the nodes never going ``liveness_ticks`` without applying
-anything new, and all of it within four times that.
+acknowledged one are applied on all nodes within a bound of ticks.
 """
 
 from __future__ import annotations
@@ -70,8 +69,6 @@ class SimConfig:
     # RaftNode(eager_commit=): an empty append announces each new commit index (etcd's way), or the
     # commit rides on the next append/heartbeat (what the production shell runs).
     eager_commit: bool = True
-    # RaftNode(follower_apply_batch=): followers apply committed entries in batches (the shell runs 32).
-    follower_apply_batch: int = 1
     # A deliberately wrong shell (to prove the checker works): send before fsync.
     buggy_send_before_fsync: bool = False
 
@@ -101,7 +98,6 @@ class SimConfig:
             early_send=r.random() < early_send_fraction,
             p_crash_early=r.choice([0.0, 0.02, 0.1]),
             eager_commit=r.random() < 0.5,
-            follower_apply_batch=r.choice([1, 1, 4, 32]),
         )
 
 
@@ -290,8 +286,7 @@ class Sim:
                            election_ticks=self.cfg.election_ticks, heartbeat_ticks=self.cfg.heartbeat_ticks,
                            max_append_entries=self.cfg.max_append_entries,
                            snapshot_threshold=self.cfg.snapshot_threshold, rejoin=rejoin,
-                           eager_commit=self.cfg.eager_commit,
-                           follower_apply_batch=self.cfg.follower_apply_batch)
+                           eager_commit=self.cfg.eager_commit)
         sn.down_until = -1
         sn.sm_index, cmds = self._restore_sm(d.snapshot)
         sn.sm_cmds = list(cmds)
@@ -350,19 +345,9 @@ class Sim:
 
     def _liveness(self) -> None:
         final: tuple[bytes, int] | None = None  # (command, term of the leader it was proposed to)
-        # Stuck is a failure after liveness_ticks; slow but moving gets up to four times that. A
-        # backlog of hundreds of entries, sent one per append to a follower that reordering keeps
-        # knocking back to probing, drains at well under one entry per tick and is not a livelock.
-        window = self.cfg.liveness_ticks
-        deadline = self.now + 4 * window
-        progress, moved_at = -1, self.now
+        deadline = self.now + self.cfg.liveness_ticks
         while self.now < deadline:
             self._tick_all()
-            applied = sum(sn.sm_index for sn in self.nodes.values() if sn.raft)
-            if applied > progress:
-                progress, moved_at = applied, self.now
-            elif self.now - moved_at >= window:
-                break
             if final is not None and final[0] in self.acked:
                 need = max(self.max_acked, self.acked[final[0]])
                 if all(sn.raft and sn.sm_index >= need for sn in self.nodes.values()):
@@ -378,8 +363,7 @@ class Sim:
                 final = (cmd, p.term)
                 self.proposals[lead[0].id][p.index] = (p.term, cmd)
                 self._handle(lead[0])
-        self.fail(f"liveness: {'nothing applied for' if self.now < deadline else 'not done in'} "
-                  f"{self.now - moved_at if self.now < deadline else 4 * window} ticks after healing; final={final} "
+        self.fail(f"liveness: no progress within {self.cfg.liveness_ticks} ticks after healing; final={final} "
                   f"acked={final is not None and final[0] in self.acked}; "
                   + "; ".join(str(sn.raft.status() if sn.raft else f'{sn.id} down') for sn in self.nodes.values()))
 
