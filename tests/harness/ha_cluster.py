@@ -129,6 +129,22 @@ class HaCluster:
 
         return wait_for(same, timeout=timeout, what=f"{among} applied the same index")
 
+    def assert_same_state(self, timeout: float = 30) -> None:
+        """Every master's replicated tables are identical. Read at one applied index and retried: an
+        agent still reporting task statuses can commit between the reads of two masters."""
+        last: list[dict[str, list[tuple]]] = []
+
+        def same() -> bool:
+            self.wait_caught_up(self.ids, timeout=timeout)
+            last[:] = [self.dump(i) for i in self.ids]
+            return all(d == last[0] for d in last)
+
+        try:
+            wait_for(same, timeout=timeout, interval=0.2, what="identical state dumps")
+        except AssertionError:
+            assert last and all(d == last[0] for d in last[1:]), "state dumps differ"  # pytest shows the diff
+            raise
+
     def submit(self, i: str, task_id: str) -> int:
         code, _ = self.api(i, "POST", "/dcosd/v1/tasks", {"task_id": task_id, "name": "w", "argv": ["true"],
                                                            "resources": {"cpus": 0.01, "mem": 4}}, timeout=10)

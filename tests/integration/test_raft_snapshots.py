@@ -133,8 +133,7 @@ def test_masters_killed_after_compacting_come_back_with_everything(tmp_path: Pat
         ha.wait_caught_up(ha.ids)
         for i in ha.ids:
             assert {f"k{k}" for k in range(130)} | {"after"} <= ha.queued_ids(i)
-        dumps = [ha.dump(i) for i in ha.ids]
-        assert dumps[0] == dumps[1] == dumps[2]
+        ha.assert_same_state()
     finally:
         ha.stop_all()
 

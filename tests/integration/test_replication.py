@@ -92,8 +92,7 @@ def test_writes_through_any_master_survive_kill9_of_the_leader(ha: HaCluster, tm
         ha.wait_caught_up(ha.ids, timeout=30)
         for i in ha.ids:
             assert set(acked) <= ha.queued_ids(i), f"master {i} lost acknowledged writes"
-        dumps = [ha.dump(i) for i in ha.ids]
-        assert dumps[0] == dumps[1] == dumps[2]
+        ha.assert_same_state()
     finally:
         agent.stop()
 
@@ -115,8 +114,7 @@ def test_wiped_follower_rejoins_and_gets_a_snapshot(ha: HaCluster):
     assert st["snapshot_index"] > 0, st  # installed a snapshot, not the whole log
     wait_for(lambda: not ha.status(victim)["rejoining"], timeout=20, what="rejoin finished")
     assert {f"s{k}" for k in range(100)} | {f"gone{k}" for k in range(10)} <= ha.queued_ids(victim)
-    dumps = [ha.dump(i) for i in ha.ids]
-    assert dumps[0] == dumps[1] == dumps[2]
+    ha.assert_same_state()
     # A rejoined master refuses --rejoin on a non-empty data directory.
     ha.stop(victim)
     p = ha.start(victim, "--rejoin")
@@ -165,5 +163,4 @@ def test_followers_killed_mid_write_come_back_with_everything(ha: HaCluster):
     ha.wait_caught_up(ha.ids, timeout=30)
     for i in ha.ids:
         assert set(acked) <= ha.queued_ids(i), f"master {i} lost acknowledged writes"
-    dumps = [ha.dump(i) for i in ha.ids]
-    assert dumps[0] == dumps[1] == dumps[2]
+    ha.assert_same_state()
