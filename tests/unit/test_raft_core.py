@@ -309,3 +309,68 @@ def test_rejoining_node_never_votes_until_caught_up():
     assert not c.rejoining and c.vote == "c" and c.log.committed == a.log.committed
     with pytest.raises(ValueError):
         node("c", term=1, log=[1], rejoin=True)
+
+
+# -- a follower holds appends that arrive ahead of a gap (reordering) ----------------------------
+
+
+def _streaming(max_append_entries: int = 1) -> tuple[Net, RaftNode, RaftNode, list[Message]]:
+    """a leads and streams to b; three proposals go out as three one-entry appends to b, not delivered."""
+    a, b, c = (node(i, max_append_entries=max_append_entries) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")  # b accepted the no-op: it is in a stream from a in this term
+    for k in range(3):
+        a.propose(b"w%d" % k)
+    to_b = [m for m in msgs(a) if m.to == "b" and m.type == MsgType.APPEND]
+    assert [m.index for m in to_b] == [1, 2, 3] and all(len(m.entries) == 1 for m in to_b)
+    return net, a, b, to_b
+
+
+def test_appends_delivered_in_reverse_are_held_until_the_gap_closes():
+    net, a, b, to_b = _streaming()
+    replies = []
+    for m in reversed(to_b):
+        b.step(m)
+        replies += msgs(b)
+    assert not any(r.reject for r in replies), replies  # without the hold: two rejections, a probes
+    assert b.log.last_index() == a.log.last_index() == 4
+    for r in replies:
+        a.step(r)
+    msgs(a)
+    pr = a.progress["b"]
+    assert pr.state.name == "REPLICATE" and pr.match == 4 and not pr.inflight
+
+
+def test_a_hold_whose_predecessor_never_comes_is_rejected_after_reorder_ticks():
+    net, a, b, to_b = _streaming()
+    for m in to_b[1:]:  # the first is lost
+        b.step(m)
+    assert msgs(b) == []
+    for _ in range(b.reorder_ticks - 1):
+        b.tick()
+    assert [m for m in msgs(b) if m.type == MsgType.APPEND_RESP] == []
+    b.tick()
+    rejects = [m for m in msgs(b) if m.type == MsgType.APPEND_RESP]
+    assert [(m.reject, m.index, m.reject_hint) for m in rejects] == [(True, 2, 1)]
+    net.settle(rejects)  # a probes from b's match and b catches up
+    assert b.log.last_index() == 4 and a.progress["b"].match == 4
+
+
+def test_a_probe_beyond_the_log_is_answered_at_once_outside_a_stream():
+    # b never accepted an append in term 2: a new leader probing from its own last index must learn
+    # at once where b's log ends, not after reorder_ticks
+    b = node("b", term=2, log=[1])
+    b.step(Message(MsgType.APPEND, "a", "b", 2, log_term=2, index=5, entries=(Entry(2, 6, b"x"),), commit=0))
+    (r,) = msgs(b)
+    assert r.reject and r.index == 5 and r.reject_hint == 1
+
+
+def test_a_change_of_term_drops_held_appends():
+    net, a, b, to_b = _streaming()
+    b.step(to_b[2])
+    assert b._held
+    b.step(Message(MsgType.HEARTBEAT, "c", "b", a.term + 1, commit=1))  # c leads a newer term
+    assert not b._held and b.term == a.term + 1 and b.leader == "c"
+    msgs(b)
+    b.step(to_b[1])  # from the old term now: answered with b's term, never appended
+    assert b.log.last_index() == 1

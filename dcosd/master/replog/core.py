@@ -29,7 +29,8 @@ class RaftNode:
                  state: PersistedState | None = None, election_ticks: tuple[int, int] = (10, 20),
                  heartbeat_ticks: int = 2, max_append_entries: int = 64, max_inflight: int = 32,
                  snapshot_threshold: int = 1000, pre_vote: bool = True, check_quorum: bool = True,
-                 applied: int | None = None, rejoin: bool = False, eager_commit: bool = True) -> None:
+                 applied: int | None = None, rejoin: bool = False, eager_commit: bool = True,
+                 reorder_ticks: int | None = None) -> None:
         if not 0 < heartbeat_ticks < election_ticks[0] <= election_ticks[1]:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks[0] <= election_ticks[1]")
         self.id = node_id
@@ -49,6 +50,10 @@ class RaftNode:
         # the leader two messages per follower instead of four; followers apply up to one heartbeat
         # interval later. Safety does not depend on it (tests/sim runs both).
         self.eager_commit = eager_commit
+        # A follower holds appends that arrive ahead of a gap for up to this many ticks (see _hold):
+        # by default two heartbeat intervals (160 ms in the shell, whose TCP streams never reorder: there
+        # a gap is a loss and the wait is pure delay; the simulator reorders by up to 6 ticks).
+        self.reorder_ticks = 2 * heartbeat_ticks if reorder_ticks is None else reorder_ticks
 
         state = state or PersistedState()
         hs = state.hard_state
@@ -78,6 +83,9 @@ class RaftNode:
         self._read_bcast = False
         self._terms_heard: dict[str, int] = {}  # rejoin: highest term seen from each peer
         self._snapshot_requested = 0
+        self._ticks = 0
+        self._held: list[tuple[int, Message]] = []  # follower: (tick held, append) ahead of a gap
+        self._streaming_term = -1  # follower: the term in which we last accepted an append
         self._ready_out: Ready | None = None
         self._reset_timeouts()
 
@@ -86,7 +94,10 @@ class RaftNode:
     def tick(self) -> None:
         self._check_idle()
         self.election_elapsed += 1
+        self._ticks += 1
         if self.role != Role.LEADER:
+            if self._held and self._ticks - self._held[0][0] >= self.reorder_ticks:
+                self._give_up_held()
             if self.rejoining:
                 self.heartbeat_elapsed += 1  # unused by followers: paces the term probes
                 if self.heartbeat_elapsed >= self.election_lo:
@@ -289,6 +300,8 @@ class RaftNode:
         self._clear_leader_state()
 
     def _clear_leader_state(self) -> None:
+        self._held = []
+        self._streaming_term = -1  # a stream from a leader ends with any change of role or term
         self.progress = {}
         self._dirty = {}
         self._pending_reads = []
@@ -358,19 +371,60 @@ class RaftNode:
     # -- follower side of replication -----------------------------------------------------------
 
     def _handle_append(self, m: Message) -> None:
+        if self._hold(m):
+            return
+        if self._append(m) and self._held:
+            self._release_held()
+
+    def _hold(self, m: Message) -> bool:
+        """Keep an append that starts beyond our log while its leader is streaming to us.
+
+        Its predecessors left the leader earlier and, on a network that reorders, are most likely
+        still on the way. Rejecting it would make the leader fall back to one append per round trip
+        from our match (and every later append of the stream, arriving before the gap is filled,
+        would be rejected as well), so a backlog drains at the pace of the reordering. A hold is
+        released as soon as the gap closes, or rejected after ``reorder_ticks``: then a predecessor
+        was lost and the leader must probe. Only within a term in which we already accepted from
+        this leader: a probe beyond our log (a new leader finding where we match) is answered at once.
+        """
+        if (m.index <= self.log.last_index() or self._streaming_term != self.term
+                or len(self._held) >= self.max_inflight):
+            return False
+        self._held.append((self._ticks, m))
+        return True
+
+    def _release_held(self) -> None:
+        while self._held:
+            last = self.log.last_index()
+            due = sorted((m for _, m in self._held if m.index <= last), key=lambda m: m.index)
+            if not due:
+                return
+            self._held = [(t, m) for t, m in self._held if m.index > last]
+            for m in due:
+                self._append(m)
+
+    def _give_up_held(self) -> None:
+        """A held append's predecessor never came: reject the first held one so the leader probes."""
+        first = min((m for _, m in self._held), key=lambda m: m.index)
+        self._held = []
+        self._append(first)
+
+    def _append(self, m: Message) -> bool:
         lg = self.log
         if m.index < lg.committed:
             self._send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=lg.committed))
-            return
+            return False
         last_new = lg.maybe_append(m.index, m.log_term, m.commit, m.entries)
         if last_new is None:
             hint, hint_term = lg.find_conflict_by_term(min(m.index, lg.last_index()), m.log_term)
             self._send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=m.index, reject=True,
                                reject_hint=hint, log_term=hint_term))
-            return
+            return False
+        self._streaming_term = self.term
         if self.rejoining and m.rejoin:
             self._maybe_finish_rejoin()
         self._send(Message(MsgType.APPEND_RESP, self.id, m.frm, self.term, index=last_new))
+        return True
 
     def _handle_snapshot(self, m: Message) -> None:
         lg = self.log
