@@ -145,6 +145,21 @@ class HaCluster:
             assert last and all(d == last[0] for d in last[1:]), "state dumps differ"  # pytest shows the diff
             raise
 
+    def wait_reached(self, among: tuple[str, ...], timeout: float = 20) -> int:
+        """Every master in ``among`` applied at least what the furthest of them had when this began:
+        a restarted or healed master caught up while writes go on. (Followers apply in batches, up to
+        a tick behind the leader, so under a steady stream of writes they rarely report the same index
+        at the same moment; ``wait_caught_up`` is for a quiet cluster.)"""
+        target: list[int] = []
+
+        def reached() -> int | None:
+            applied = [self.status(i)["applied_index"] for i in among]
+            if not target:
+                target.append(max(applied))
+            return min(applied) if min(applied) >= target[0] else None
+
+        return wait_for(reached, timeout=timeout, what=f"{among} applied what the furthest of them had")
+
     def submit(self, i: str, task_id: str) -> int:
         code, _ = self.api(i, "POST", "/dcosd/v1/tasks", {"task_id": task_id, "name": "w", "argv": ["true"],
                                                            "resources": {"cpus": 0.01, "mem": 4}}, timeout=10)

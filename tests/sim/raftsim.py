@@ -69,6 +69,8 @@ class SimConfig:
     # RaftNode(eager_commit=): an empty append announces each new commit index (etcd's way), or the
     # commit rides on the next append/heartbeat (what the production shell runs).
     eager_commit: bool = True
+    # RaftNode(follower_apply_batch=): followers apply committed entries in batches (the shell runs 32).
+    follower_apply_batch: int = 1
     # A deliberately wrong shell (to prove the checker works): send before fsync.
     buggy_send_before_fsync: bool = False
 
@@ -98,6 +100,7 @@ class SimConfig:
             early_send=r.random() < early_send_fraction,
             p_crash_early=r.choice([0.0, 0.02, 0.1]),
             eager_commit=r.random() < 0.5,
+            follower_apply_batch=r.choice([1, 1, 4, 32]),
         )
 
 
@@ -286,7 +289,8 @@ class Sim:
                            election_ticks=self.cfg.election_ticks, heartbeat_ticks=self.cfg.heartbeat_ticks,
                            max_append_entries=self.cfg.max_append_entries,
                            snapshot_threshold=self.cfg.snapshot_threshold, rejoin=rejoin,
-                           eager_commit=self.cfg.eager_commit)
+                           eager_commit=self.cfg.eager_commit,
+                           follower_apply_batch=self.cfg.follower_apply_batch)
         sn.down_until = -1
         sn.sm_index, cmds = self._restore_sm(d.snapshot)
         sn.sm_cmds = list(cmds)

@@ -192,7 +192,7 @@ def test_acknowledged_writes_and_tasks_survive_kill_partition_and_full_restart(l
         assert new != leader
         progress(f"writes after kill -9 of {leader}", n=50)
         ha.start(leader)
-        c(ha.wait_caught_up, ha.ids, timeout=60)
+        c(ha.wait_reached, ha.ids, timeout=60)
         progress("writes with the killed master back")
 
         # 2) the leader cut off from the majority (link down on its veth), then healed
@@ -212,7 +212,7 @@ def test_acknowledged_writes_and_tasks_survive_kill_partition_and_full_restart(l
             heal = subprocess.run(["ip", "-n", net.ns(leader), "link", "set", "eth0", "up"], capture_output=True,
                                   text=True, timeout=20, check=False)
         assert heal.returncode == 0, heal.stderr
-        c(ha.wait_caught_up, ha.ids, timeout=60)
+        c(ha.wait_reached, ha.ids, timeout=60)
         assert c(ha.status, leader)["role"] != "leader" or c(ha.wait_leader) == leader
         progress(f"writes with {leader} healed")
 

@@ -311,6 +311,87 @@ def test_rejoining_node_never_votes_until_caught_up():
         node("c", term=1, log=[1], rejoin=True)
 
 
+def _batching_cluster(batch: int) -> tuple[Net, RaftNode, RaftNode, RaftNode]:
+    a, b, c = (node(i, follower_apply_batch=batch) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    return net, a, b, c
+
+
+def test_followers_apply_in_batches_and_the_leader_at_once():
+    net, a, b, c = _batching_cluster(4)
+    for k in range(2):
+        a.propose(b"w%d" % k)
+        net.settle()
+        # committed everywhere (eager_commit), applied by the leader only: the followers hold the
+        # no-op and the writes until four are waiting
+        assert (a.log.committed, b.log.committed) == (2 + k, 2 + k)
+        assert [e.index for e in net.applied["a"]] == list(range(1, 3 + k))
+        assert net.applied["b"] == net.applied["c"] == [] and b.log.applied == 0
+    a.propose(b"w2")
+    net.settle()
+    batches = [[e.index for e in rd.committed_entries] for rd in net.readies["b"] if rd.committed_entries]
+    assert batches == [[1, 2, 3, 4]]  # noop + three writes, one Ready, in order
+    assert net.applied["c"] == net.applied["a"]
+
+
+def test_a_tick_releases_what_a_follower_holds():
+    net, a, b, c = _batching_cluster(32)
+    a.propose(b"w")
+    net.settle()
+    assert b.log.committed == 2 and b.log.applied == 0 and not b.has_ready()
+    net.tick()
+    assert [e.index for e in net.applied["b"]] == [1, 2] and b.log.applied == 2
+    a.propose(b"w2")  # a tick has passed since nothing was held: the next commit is held again
+    net.settle()
+    assert b.log.applied == 2
+    net.tick()
+    assert b.log.applied == 3
+
+
+def test_apply_now_hands_out_up_to_the_index_a_read_waits_for():
+    net, a, b, c = _batching_cluster(32)
+    for k in range(3):
+        a.propose(b"w%d" % k)
+    net.settle()
+    assert b.log.committed == 4 and b.log.applied == 0
+    b.apply_now(4)
+    assert b.has_ready()
+    net.settle()
+    assert [e.index for e in net.applied["b"]] == [1, 2, 3, 4]
+    b.apply_now(6)  # not committed yet: each commit up to 6 is handed out as it arrives
+    a.propose(b"w3")
+    net.settle()
+    assert b.log.applied == 5
+    a.propose(b"w4")
+    a.propose(b"w5")
+    net.settle()
+    assert b.log.applied == 7 >= 6  # 7 came in the same append as 6
+
+
+def test_a_follower_that_becomes_leader_applies_everything_at_once():
+    net, a, b, c = _batching_cluster(32)
+    a.propose(b"w")
+    net.settle()
+    assert b.log.applied == c.log.applied == 0
+    net.cut.add("a")
+    for _ in range(100):
+        b.tick()
+        c.tick()
+        net.settle()
+        new = next((n for n in (b, c) if n.role == Role.LEADER), None)
+        if new is not None:
+            break
+    assert new is not None and new.log.committed == 3  # its own no-op of the new term
+    other = c if new is b else b
+    held = other.log.applied
+    new.propose(b"after")
+    net.settle()  # no tick: the new leader applies at once, its follower holds the write back
+    assert new.log.applied == new.log.committed == other.log.committed == 4
+    assert other.log.applied == held < 4
+    assert [e.index for e in net.applied[new.id]] == [1, 2, 3, 4]
+
+
 # -- a follower holds appends that arrive ahead of a gap (reordering) ----------------------------
 
 

@@ -30,7 +30,7 @@ class RaftNode:
                  heartbeat_ticks: int = 2, max_append_entries: int = 64, max_inflight: int = 32,
                  snapshot_threshold: int = 1000, pre_vote: bool = True, check_quorum: bool = True,
                  applied: int | None = None, rejoin: bool = False, eager_commit: bool = True,
-                 reorder_ticks: int | None = None) -> None:
+                 follower_apply_batch: int = 1, reorder_ticks: int | None = None) -> None:
         if not 0 < heartbeat_ticks < election_ticks[0] <= election_ticks[1]:
             raise ValueError("need 0 < heartbeat_ticks < election_ticks[0] <= election_ticks[1]")
         self.id = node_id
@@ -50,6 +50,12 @@ class RaftNode:
         # the leader two messages per follower instead of four; followers apply up to one heartbeat
         # interval later. Safety does not depend on it (tests/sim runs both).
         self.eager_commit = eager_commit
+        # A follower hands out committed entries once this many are waiting, or once a tick passed
+        # since it last did, or when asked (apply_now). Nobody waits for a follower's apply; applying
+        # one entry per transaction cost the follower a transaction (BEGIN, WAL frames of every page
+        # touched, COMMIT) per write. 1: at once, like the leader, which always applies at once (its
+        # proposers wait). Safety does not depend on it (tests/sim runs both).
+        self.follower_apply_batch = follower_apply_batch
         # A follower holds appends that arrive ahead of a gap for up to this many ticks (see _hold):
         # by default two heartbeat intervals (160 ms in the shell, whose TCP streams never reorder: there
         # a gap is a loss and the wait is pure delay; the simulator reorders by up to 6 ticks).
@@ -87,12 +93,15 @@ class RaftNode:
         self._held: list[tuple[int, Message]] = []  # follower: (tick held, append) ahead of a gap
         self._streaming_term = -1  # follower: the term in which we last accepted an append
         self._ready_out: Ready | None = None
+        self._apply_ticks = 0  # ticks since committed entries were last handed out
+        self._apply_until = 0  # apply_now(): hand out entries at once until applied reaches this
         self._reset_timeouts()
 
     # -- inputs ---------------------------------------------------------------------------------
 
     def tick(self) -> None:
         self._check_idle()
+        self._apply_ticks += 1
         self.election_elapsed += 1
         self._ticks += 1
         if self.role != Role.LEADER:
@@ -157,6 +166,11 @@ class RaftNode:
             return
         self._pending_reads.append((request_id, self.log.committed, self.hb_seq + 1))
         self._read_bcast = True
+
+    def apply_now(self, up_to: int) -> None:
+        """Hand out committed entries at once, batch or not, until ``up_to`` is applied (a read waits
+        for them)."""
+        self._apply_until = max(self._apply_until, up_to)
 
     def compact(self, index: int, data: bytes) -> None:
         """The shell took a snapshot of the state machine at ``index`` (<= applied) and stored it
@@ -223,7 +237,9 @@ class RaftNode:
         if self.msgs or self.read_states or self._dirty or self._read_bcast:
             return True
         lg = self.log
-        if lg.pending_snapshot is not None or lg.unstable <= lg.offset + len(lg.entries) or lg.committed > lg.applied:
+        if lg.pending_snapshot is not None or lg.unstable <= lg.offset + len(lg.entries):
+            return True
+        if lg.committed > lg.applied and self._apply_due():
             return True
         hs, ss = self._prev_hs, self._prev_soft  # field by field: this runs after every input
         return (self.term != hs.term or self.vote != hs.vote or lg.committed != hs.commit
@@ -243,7 +259,10 @@ class RaftNode:
         rd.snapshot = self.log.pending_snapshot
         rd.entries = self.log.unstable_entries()
         rd.messages, self.msgs = self.msgs, []
-        rd.committed_entries = self.log.committed_to_apply()
+        if self._apply_due():
+            rd.committed_entries = self.log.committed_to_apply()
+            if rd.committed_entries:
+                self._apply_ticks = 0
         rd.read_states, self.read_states = self.read_states, []
         applied = rd.committed_entries[-1].index if rd.committed_entries else self.log.applied
         if (self.snapshot_threshold and applied - self.log.offset >= self.snapshot_threshold
@@ -284,6 +303,11 @@ class RaftNode:
         return st
 
     # -- roles ----------------------------------------------------------------------------------
+
+    def _apply_due(self) -> bool:
+        lg = self.log
+        return (self.role == Role.LEADER or self._apply_ticks > 0 or self._apply_until > lg.applied
+                or lg.committed - lg.applied >= self.follower_apply_batch)
 
     def _reset_timeouts(self) -> None:
         self.election_elapsed = 0
