@@ -147,6 +147,7 @@ class Sim:
         self.ids = [f"n{i}" for i in range(1, self.cfg.nodes + 1)]
         self.nodes = {i: SimNode(i) for i in self.ids}
         self.now = 0
+        self.healed_at: int | None = None
         self.net: list[tuple[int, int, Message]] = []
         self.msg_seq = 0
         self.blocked: set[tuple[str, str]] = set()
@@ -338,6 +339,7 @@ class Sim:
         self._handle(sn)
 
     def _heal(self) -> None:
+        self.healed_at = self.now  # liveness_report.py: how long the liveness phase took
         self.blocked = set()
         self.cfg.drop = self.cfg.dup = 0.0
         self.cfg.p_crash_in_ready = self.cfg.p_crash_leader = self.cfg.p_crash_after_commit = 0.0

@@ -93,7 +93,7 @@ class RaftNode:
         self._held: list[tuple[int, Message]] = []  # follower: (tick held, append) ahead of a gap
         self._streaming_term = -1  # follower: the term in which we last accepted an append
         self._ready_out: Ready | None = None
-        self._apply_ticks = 0  # ticks since committed entries were last handed out
+        self._handed_out_at = 0  # the tick (self._ticks) at which committed entries were last handed out
         self._apply_until = 0  # apply_now(): hand out entries at once until applied reaches this
         self._reset_timeouts()
 
@@ -101,7 +101,6 @@ class RaftNode:
 
     def tick(self) -> None:
         self._check_idle()
-        self._apply_ticks += 1
         self.election_elapsed += 1
         self._ticks += 1
         if self.role != Role.LEADER:
@@ -262,7 +261,7 @@ class RaftNode:
         if self._apply_due():
             rd.committed_entries = self.log.committed_to_apply()
             if rd.committed_entries:
-                self._apply_ticks = 0
+                self._handed_out_at = self._ticks
         rd.read_states, self.read_states = self.read_states, []
         applied = rd.committed_entries[-1].index if rd.committed_entries else self.log.applied
         if (self.snapshot_threshold and applied - self.log.offset >= self.snapshot_threshold
@@ -306,7 +305,7 @@ class RaftNode:
 
     def _apply_due(self) -> bool:
         lg = self.log
-        return (self.role == Role.LEADER or self._apply_ticks > 0 or self._apply_until > lg.applied
+        return (self.role == Role.LEADER or self._ticks > self._handed_out_at or self._apply_until > lg.applied
                 or lg.committed - lg.applied >= self.follower_apply_batch)
 
     def _reset_timeouts(self) -> None:
