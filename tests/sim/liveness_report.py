@@ -28,10 +28,14 @@ def ticks_after_healing(seed: int) -> tuple[int, int, str | None]:
 
 
 def main() -> int:
-    if len(sys.argv) != 3:
-        print("usage: liveness_report.py FIRST_SEED END_SEED", file=sys.stderr)
+    try:
+        first, end = (int(a) for a in sys.argv[1:])
+    except ValueError:
+        first = end = 0
+    if len(sys.argv) != 3 or not 0 <= first < end:
+        print("usage: liveness_report.py FIRST_SEED END_SEED (integers, FIRST_SEED < END_SEED)", file=sys.stderr)
         return 2
-    seeds = range(int(sys.argv[1]), int(sys.argv[2]))
+    seeds = range(first, end)
     with multiprocessing.Pool(os.cpu_count()) as pool:
         results = pool.map(ticks_after_healing, seeds, chunksize=20)
     ticks = sorted(t for _, t, _ in results)
