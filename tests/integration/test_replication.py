@@ -3,6 +3,8 @@ leader, a wiped follower rejoining by snapshot; acknowledged writes everywhere, 
 
 from __future__ import annotations
 
+import os
+import subprocess
 import threading
 from pathlib import Path
 
@@ -164,3 +166,66 @@ def test_followers_killed_mid_write_come_back_with_everything(ha: HaCluster):
     for i in ha.ids:
         assert set(acked) <= ha.queued_ids(i), f"master {i} lost acknowledged writes"
     ha.assert_same_state()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="mounting a small tmpfs needs root")
+def test_a_master_whose_disk_fills_exits_clearly_and_nothing_acknowledged_is_lost(tmp_path: Path):
+    """m3's data directory is a 3 MB tmpfs; the cluster takes writes of ~20 KB until it is full.
+    m3 stops with exit code 70 and a message naming the full disk (not a traceback, not SQLite's
+    "no transaction is active" from rolling back what the full disk already rolled back), the other
+    two go on taking writes, a restart on the still-full disk stops the same way, and once there is
+    room m3 catches up: every acknowledged write on every master, identical states."""
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"})
+    small = ha.data_dir("m3")
+    small.mkdir(parents=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
+    acked: list[str] = []
+    pad = "x" * 20_000
+
+    def write(task_id: str) -> bool:
+        for i in ha.ids:  # whichever master is up; followers redirect to the leader
+            if not ha.procs[i].alive():
+                continue
+            try:
+                code, _ = ha.api(i, "POST", "/dcosd/v1/tasks", {
+                    "task_id": task_id, "name": "w", "argv": ["true"], "env": {"PAD": pad},
+                    "resources": {"cpus": 0.01, "mem": 4}}, timeout=5)
+            except OSError:
+                continue  # the master died under this request: its outcome is unknown, not acknowledged
+            if code == 201:
+                acked.append(task_id)
+                return True
+        return False
+
+    def stopped_for_the_full_disk(proc: Proc) -> None:
+        wait_for(lambda: not proc.alive(), timeout=30, what="m3 stopping on its full disk")
+        assert proc.popen.returncode == 70, proc.log()[-2000:]
+        out = proc.log()
+        assert "Traceback" not in out, out[-3000:]
+        assert "no transaction is active" not in out, out[-3000:]
+        assert f"cannot write the replicated log in {small / 'state.db'}: the disk is full" in out, out[-3000:]
+
+    try:
+        ha.start_all()
+        ha.wait_leader()
+        n = 0
+        while ha.procs["m3"].alive() and n < 1000:
+            n += 1
+            write(f"f{n}")
+        stopped_for_the_full_disk(ha.procs["m3"])
+        assert len(acked) >= 20  # the disk filled under load, not at start
+        ha.wait_leader(among=("m1", "m2"), timeout=30)
+        for k in range(20):  # the remaining majority goes on
+            assert wait_for(lambda: write(f"g{k}"), timeout=20, what=f"write g{k} acknowledged by m1 and m2")
+        restarted = ha.start("m3")  # the disk is still full
+        stopped_for_the_full_disk(restarted)
+        subprocess.run(["mount", "-o", "remount,size=64m", str(small)], check=True)
+        ha.start("m3")
+        ha.wait_leader(timeout=30)
+        ha.wait_caught_up(ha.ids, timeout=60)
+        for i in ha.ids:
+            assert set(acked) <= ha.queued_ids(i), f"master {i} lost acknowledged writes"
+        ha.assert_same_state()
+    finally:
+        ha.stop_all()
+        subprocess.run(["umount", "-l", str(small)], check=False)

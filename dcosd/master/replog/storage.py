@@ -26,6 +26,7 @@ from dcosd import codec
 from dcosd.errors import DcosdError, StorageError
 from dcosd.executor.base import atomic_write
 from dcosd.master.state import machine
+from dcosd.master.state.store import rollback, why_not_written
 
 from .messages import (
     Entry,
@@ -164,10 +165,10 @@ class RaftStorage:
                                (last.index, last.term))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                rollback(db)
                 raise
         except apsw.Error as exc:
-            raise StorageError(f"cannot write the replicated log ({type(exc).__name__}: {exc})") from exc
+            raise StorageError(f"cannot write the replicated log in {self.path}: {why_not_written(exc)}") from exc
         finally:
             if attached is not None:
                 self._detach_image(attached)

@@ -53,6 +53,21 @@ def open_db(path: Path, *, readonly: bool = False) -> apsw.Connection:
     return db
 
 
+def rollback(db: apsw.Connection) -> None:
+    """Undo the open transaction, if there still is one. On some errors (a full disk, I/O) SQLite has
+    rolled it back already, and a ROLLBACK then raises "no transaction is active" in place of the
+    error that says what went wrong."""
+    if not db.getautocommit():
+        db.execute("ROLLBACK")
+
+
+def why_not_written(exc: apsw.Error) -> str:
+    """An SQLite write error as an operator should read it."""
+    if isinstance(exc, apsw.FullError):
+        return f"the disk is full ({type(exc).__name__}: {exc}); free space there"
+    return f"{type(exc).__name__}: {exc}"
+
+
 def migrate(db: apsw.Connection) -> int:
     version = next(iter(db.execute("PRAGMA user_version")))[0]
     if version > LATEST:
@@ -156,11 +171,11 @@ class StateStore(Reads):
                     db.execute("DELETE FROM log WHERE idx <= ?", (last - LOG_RETAIN,))
                 db.execute("COMMIT")
             except BaseException:
-                db.execute("ROLLBACK")
+                rollback(db)
                 raise
             self._checkpointer.maybe_inline()
         except apsw.Error as exc:
-            err = StorageError(f"cannot write state ({type(exc).__name__}: {exc}); nothing was changed")
+            err = StorageError(f"cannot write state in {self.path}: {why_not_written(exc)}; nothing was changed")
             outcomes = [(False, err)] * len(batch)
         except Exception as exc:  # a bug in apply(): refuse the batch rather than kill the writer
             err = StorageError(f"internal error applying a command: {type(exc).__name__}: {exc}")
