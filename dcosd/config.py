@@ -15,6 +15,7 @@ import os
 import tomllib
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from dcosd.errors import ConfigError
 
@@ -60,10 +61,35 @@ def daemon_default_map() -> dict[str, Any]:
     return out
 
 
+def master_url(text: str, label: str) -> str:
+    """A master's URL as operators write it (``h1:5050`` means ``http://h1:5050``), without a trailing
+    slash. A ConfigError starting with ``label`` says what is wrong with it."""
+    url = text.strip().rstrip("/")
+    if "://" not in url:
+        url = "http://" + url
+    try:
+        u = urlsplit(url)
+        u.port  # noqa: B018 — raises ValueError when it is not a number in 0-65535
+    except ValueError as exc:
+        raise ConfigError(f"{label}: {url}: {exc}") from None
+    if u.scheme not in ("http", "https"):
+        raise ConfigError(f"{label}: {url}: the URL must be http:// or https://")
+    if not u.hostname:
+        raise ConfigError(f"{label}: {url}: the URL names no host")
+    if u.query or u.fragment or u.username or u.password:
+        raise ConfigError(f"{label}: {url}: a master's URL is scheme://host[:port][/path], nothing more")
+    return url
+
+
+def url_address(url: str) -> tuple[str, str, int]:
+    """(scheme, host, port) of a URL that master_url() accepted."""
+    u = urlsplit(url)
+    return u.scheme, u.hostname or "", u.port if u.port is not None else (443 if u.scheme == "https" else 80)
+
+
 def cli_master(flag: str | None) -> str:
     url = flag or os.environ.get("DCOSD_MASTER") or load_toml(cli_config_path()).get("master") or DEFAULT_MASTER_URL
-    url = str(url).rstrip("/")
-    return url if "://" in url else "http://" + url
+    return master_url(str(url), "--master")
 
 
 def cli_token(flag: str | None) -> str | None:

@@ -61,7 +61,8 @@ def install() -> None:
 @install.command("master")
 @click.option("--listen", metavar="HOST:PORT", help="Where the API listens (default 127.0.0.1:5050).")
 @click.option("--advertise", metavar="URL", help="URL other machines use to reach this master.")
-@click.option("--peers", metavar="URL,URL", help="The other masters of a 3- or 5-master cluster.")
+@click.option("--peers", metavar="ID=URL,...", help="Every master of a 3- or 5-master cluster, the same list on "
+              "each (this one's ID in --set id=ID).")
 @click.option("--set", "extra", multiple=True, metavar="KEY=VALUE", help=SET_HELP)
 @click.option("--binary", type=click.Path(path_type=Path, dir_okay=False), help=BINARY_HELP)
 def install_master(listen: str | None, advertise: str | None, peers: str | None, extra: tuple[str, ...],
@@ -73,6 +74,12 @@ def install_master(listen: str | None, advertise: str | None, peers: str | None,
     if peers is not None and "peers" not in {p.name for p in master.params}:
         raise click.UsageError("this build's `dcosd master` has no --peers yet: it runs one master")
     settings = _settings(master, {"listen": listen, "advertise": advertise, "peers": peers}, extra)
+    if settings.get("peers"):  # refused now, not by a service that then fails to start
+        from dcosd.master.ha import parse_peers
+
+        ids = parse_peers(settings["peers"])
+        if settings.get("id") not in ids:
+            raise click.UsageError(f"--set id=ID is required with --peers: which of {', '.join(ids)} this master is")
     do_install("master", settings, binary)
 
 
@@ -106,6 +113,11 @@ def install_agent(master_url: str, secret_file: Path | None, listen: str | None,
         raise click.UsageError(f"--secret-file {secret_file} does not exist")
     settings = _settings(agent, {"master": master_url, "secret_file": str(secret_file), "listen": listen,
                                  "backend": backend}, extra)
+    from dcosd.config import master_url as checked_url
+
+    for url in settings["master"].split(","):
+        if url.strip():
+            checked_url(url, "--master")
     do_install("agent", settings, binary)
 
 

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from aiohttp import web
 
+from dcosd.config import master_url, url_address
 from dcosd.errors import ConfigError, NotLeader, Unavailable
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
@@ -44,20 +45,24 @@ _LEADER_PREFIXES = ("/dcosd/internal/v1/agents", "/api/v1")
 
 
 def parse_peers(text: str) -> dict[str, str]:
-    """``id1=http://h1:5050,id2=http://h2:5050`` → {id: url}."""
+    """``id1=http://h1:5050,id2=http://h2:5050`` → {id: url} (``h1:5050`` means ``http://h1:5050``)."""
     peers: dict[str, str] = {}
+    where: dict[tuple[str, str, int], str] = {}  # (scheme, host, port) -> id: two masters cannot share one
     for part in (p.strip() for p in text.split(",")):
         if not part:
             continue
         pid, sep, url = part.partition("=")
-        if not sep or not pid.strip() or not url.strip():
+        pid, url = pid.strip(), url.strip()
+        if not sep or not pid or not url:
             raise ConfigError(f"--peers: expected ID=URL, got {part!r}")
-        url = url.strip().rstrip("/")
-        if "://" not in url:
-            url = "http://" + url
-        if pid.strip() in peers:
-            raise ConfigError(f"--peers: {pid.strip()!r} given twice")
-        peers[pid.strip()] = url
+        if pid in peers:
+            raise ConfigError(f"--peers: {pid!r} given twice")
+        url = master_url(url, f"--peers: {pid}")
+        addr = url_address(url)
+        if addr in where:
+            raise ConfigError(f"--peers: {where[addr]!r} and {pid!r} have the same address {url}")
+        where[addr] = pid
+        peers[pid] = url
     if len(peers) not in (1, 3, 5, 7):
         log.warning("--peers lists %d masters; use an odd number (3 or 5) so a majority survives failures",
                     len(peers))

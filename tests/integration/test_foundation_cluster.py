@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
-from harness.cluster import ClusterFactory, Master, kill_tree_of_tasks, wait_for
+from harness.cluster import DCOSD, ClusterFactory, Master, kill_tree_of_tasks, wait_for
 
 TERMINAL = {"TASK_FINISHED", "TASK_FAILED", "TASK_KILLED", "TASK_LOST", "TASK_DROPPED", "TASK_ERROR"}
 
@@ -221,6 +222,14 @@ def test_cli_errors_are_one_line_with_exit_codes(cluster, tmp_path: Path):
     assert cp.returncode == 2 and "KEY=VALUE" in cp.stderr
     cp = m.cli("--master", "http://127.0.0.1:1", "cluster", "status")
     assert cp.returncode == 6 and "cannot reach the master" in cp.stderr and "Traceback" not in cp.stderr
+    # A master URL that cannot be one is refused as a usage error, by the CLI and by an agent, not
+    # retried as if the master were down.
+    cp = m.cli("--master", "ftp://127.0.0.1:1", "cluster", "status")
+    assert cp.returncode == 2 and "--master: ftp://127.0.0.1:1: the URL must be http://" in cp.stderr, cp.stderr
+    for bad, says in (("ftp://127.0.0.1", "must be http://"), (f"{m.url},http://127.0.0.1:99999", "Port out of range")):
+        cp = subprocess.run([*DCOSD, "agent", "--master", bad, "--work-dir", str(tmp_path / "agent"),
+                             "--secret", "s"], capture_output=True, text=True, timeout=30)
+        assert cp.returncode == 2 and cp.stderr.startswith("dcosd: error: --master: ") and says in cp.stderr, cp.stderr
 
 
 def test_node_and_cluster_views(cluster):

@@ -82,3 +82,30 @@ def test_refusals(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         installer.binary_to_install(None)  # from sources
     with pytest.raises(installer.InstallError, match="not an executable"):
         installer.binary_to_install(tmp_path / "missing")
+
+
+def test_a_cluster_that_could_not_start_is_refused_before_anything_is_installed(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Bad --peers or --master: a usage error now, not a service installed that then fails to start."""
+    from dcosd.cli import run_cli
+
+    def must_not_install(*_a: object) -> None:
+        raise AssertionError("installed despite a bad setting")
+
+    monkeypatch.setattr(installer, "install", must_not_install)
+    monkeypatch.setattr(installer, "check_system", lambda: None)
+    monkeypatch.setattr(installer, "local_master_secret", lambda: tmp_path / "none")
+    secret = tmp_path / "secret"
+    secret.write_text("s\n")
+    peers = "m1=http://h1:5050,m2=http://h2:5050,m3=http://h3:5050"
+    for args, says in (
+        (["install", "master", "--peers", "m1=http://h1:5050,m2=http://h1:5050"], "the same address"),
+        (["install", "master", "--peers", peers], "--set id=ID is required"),
+        (["install", "master", "--peers", peers, "--set", "id=m4"], "--set id=ID is required"),
+        (["install", "agent", "--master", "http://h1:5050,ftp://h2", "--secret-file", str(secret)],
+         "--master: ftp://h2: the URL must be http://"),
+    ):
+        with pytest.raises(SystemExit) as exited:
+            run_cli(args)
+        err = capsys.readouterr().err
+        assert exited.value.code == 2 and says in err, (args, err)
