@@ -85,6 +85,7 @@ def cluster_status(obj: Any, as_json: bool) -> None:
         return
     total, used = c["resources"]["total"], c["resources"]["used"]
     kv([("leader", c["leader"]), ("version", c["version"]),
+        *([("cluster id", c["cluster_id"])] if c.get("cluster_id") else []),
         ("auth", "on" if c["auth"] else "off (loopback only)"),
         ("agents", f"{c['agents']['active']} active of {c['agents']['total']}"),
         ("cpus", f"{used.get('cpus', 0):g} used of {total.get('cpus', 0):g}"),

@@ -195,6 +195,7 @@ class OperatorApi:
             "version": __version__,
             "masters": self.master.describe_masters(),
             "leader": self.master.advertise_url if self.master.ha is None else self.master.leader_url,
+            "cluster_id": self.master.ha.cluster_id() if self.master.ha is not None else None,
             "agents": {"total": len(agents), "active": sum(a["state"] == "ACTIVE" for a in agents)},
             "tasks": views.task_counts(store),
             "resources": {"total": total.to_dict(), "used": used.to_dict()},

@@ -29,7 +29,7 @@ RECENT = 200
 QUEUE_LIMIT = 2000
 KEEPALIVE = 15.0
 # Commands too frequent or too internal to show: they change nothing an operator looks at.
-QUIET = {"task_pending_reason", "framework_ack", "framework_updates_add"}
+QUIET = {"task_pending_reason", "framework_ack", "framework_updates_add", "cluster_init"}
 
 
 def summarise(command: dict[str, Any], result: Any) -> dict[str, Any] | None:

@@ -17,6 +17,7 @@ import asyncio
 import logging
 import os
 import time
+import uuid
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -27,7 +28,7 @@ from dcosd.config import master_url, url_address
 from dcosd.errors import ConfigError, NotLeader, Unavailable
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
-from dcosd.master.replog.transport import RAFT_PATH, FrameReader, HttpTransport
+from dcosd.master.replog.transport import CLUSTER_HEADER, RAFT_PATH, FrameReader, HttpTransport
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -79,12 +80,13 @@ class HighAvailability:
         self.my_id = my_id
         self.rejoin = rejoin
         self.tick_seconds = tick_seconds
-        self.transport = HttpTransport(peers, lambda: master.cluster_secret)
+        self.transport = HttpTransport(peers, lambda: master.cluster_secret, self.cluster_id)
         self.store: RaftStore
         self._lock = asyncio.Lock()
         self._pending: asyncio.Task | None = None
         self._http: aiohttp.ClientSession | None = None
         self.leadership_listeners: list[Any] = []  # called with no argument on any change of leader or term
+        self._refused_at: dict[str, float] = {}  # peer address -> when its other cluster was last logged
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open_store(self, path: Any) -> RaftStore:
@@ -101,6 +103,21 @@ class HighAvailability:
         await self.transport.stop()
         if self._http is not None:
             await self._http.close()
+
+    def cluster_id(self) -> str | None:
+        """The id the cluster's first leader gave it (replicated state), None before that."""
+        for (cid,) in self.store.reader.execute("SELECT cluster_id FROM cluster WHERE id = 1"):
+            return cid
+        return None
+
+    async def _name_the_cluster(self) -> None:
+        """Leader-only: a cluster without an id gets one, so that a master with another cluster's state
+        (an old data directory, a wrong backup) is refused by this one's (raft_stream)."""
+        if self.cluster_id() is None:
+            try:
+                await self.store.propose({"type": "cluster_init", "cluster_id": uuid.uuid4().hex})
+            except (NotLeader, Unavailable):
+                pass  # the next leader does it
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get(RAFT_PATH, self.raft_stream), web.post(READ_INDEX_PATH, self.read_index)]
@@ -128,6 +145,7 @@ class HighAvailability:
                 want = self.store.is_leader
                 if want and not m._tasks:
                     m.become_leader()
+                    m._tasks.append(asyncio.create_task(self._name_the_cluster(), name="cluster-id"))
                     log.info("leading: leader-only work started (term %d)", m.term)
                 elif not want and m._tasks:
                     await m.step_down()
@@ -146,6 +164,16 @@ class HighAvailability:
         self.master.require_agent_secret(request)
         if request.headers.get("Upgrade", "").lower() != "tcp" or not hasattr(request.protocol, "set_parser"):
             return error_response(426, "the raft stream needs 'Connection: Upgrade' and 'Upgrade: tcp'")
+        mine, theirs = self.cluster_id(), request.headers.get(CLUSTER_HEADER, "")
+        if mine and theirs and theirs != mine:
+            # Its term, votes and log are another cluster's: taking its messages would mix two histories.
+            now = time.monotonic()
+            if now - self._refused_at.get(request.remote or "", 0.0) > 60:
+                self._refused_at[request.remote or ""] = now
+                log.error("refusing raft messages from %s: its state is of cluster %s, this is cluster %s (a data "
+                          "directory from elsewhere? wipe it and start that master with --rejoin)",
+                          request.remote, theirs, mine)
+            return error_response(409, f"this master is of cluster {mine}; yours is {theirs}")
         resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "tcp"})
         await resp.prepare(request)
         reader = FrameReader(self.store.step, request.remote or "?")

@@ -19,7 +19,7 @@ from tests.harness.cluster import DCOSD, Proc, free_port, wait_for
 
 SECRET = "test-cluster-secret"
 TOKEN = "test-operator-token"
-NODE_TABLES = {"raft_hard_state", "raft_log", "raft_snapshot", "raft_applied", "log", "sqlite_sequence"}
+NODE_TABLES = {"raft_hard_state", "raft_log", "raft_snapshot", "raft_node", "raft_applied", "log", "sqlite_sequence"}
 
 
 class HaCluster:

@@ -16,6 +16,7 @@ import pytest
 
 from dcosd.master.replog.core import RaftNode
 from dcosd.master.replog.messages import Entry, HardState, Message, MsgType, Ready
+from dcosd.errors import StorageError
 from dcosd.master.replog.storage import RaftStorage
 from dcosd.master.state.store import migrate, open_db
 
@@ -107,3 +108,17 @@ def test_a_new_term_or_vote_carries_the_commit_index_along(path: Path) -> None:
     s.db.close()
     state, applied = _open(path).load()
     assert (state.hard_state.term, state.hard_state.vote, state.hard_state.commit, applied) == (2, None, 3, 3)
+
+
+def test_a_data_directory_belongs_to_the_master_that_first_started_on_it(path: Path) -> None:
+    s = _open(path)
+    s.claim("m1")
+    s.write_ready(Ready(hard_state=HardState(3, "m1", 0), entries=[_submit(1, term=3)]))
+    s.db.close()
+    again = _open(path)
+    again.claim("m1")  # the same master, restarted
+    with pytest.raises(StorageError) as refused:
+        again.claim("m2")  # m1's term and vote as m2's: m2 could vote twice in term 3
+    assert "holds the state of master 'm1', not 'm2'" in str(refused.value)
+    assert "--rejoin" in str(refused.value)
+    assert _stored_hard_state(path) == (3, "m1", 0)  # nothing was changed

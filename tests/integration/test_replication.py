@@ -4,6 +4,7 @@ leader, a wiped follower rejoining by snapshot; acknowledged writes everywhere, 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import threading
 from pathlib import Path
@@ -11,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.cluster import DCOSD, Proc, free_port, wait_for, world_readable_tmp
-from tests.harness.ha_cluster import SECRET, HaCluster
+from tests.harness.ha_cluster import SECRET, TOKEN, HaCluster
 
 
 @pytest.fixture
@@ -229,3 +230,91 @@ def test_a_master_whose_disk_fills_exits_clearly_and_nothing_acknowledged_is_los
     finally:
         ha.stop_all()
         subprocess.run(["umount", "-l", str(small)], check=False)
+
+
+def test_a_master_with_another_clusters_state_is_refused_until_it_rejoins(tmp_path: Path):
+    """Cluster A's m2 data directory (an old disk, a wrong backup) is started as cluster B's m2. Its
+    term is higher than B's, so were its messages taken it would depose B's leader and its log would
+    win the election: B's acknowledged writes replaced by A's. B's masters refuse its raft stream
+    (their cluster ids differ), B goes on with its own history; wiped and started with --rejoin, the
+    master joins B."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = HaCluster(tmp_path / "a"), HaCluster(tmp_path / "b")
+    try:
+        a.start_all()
+        a.wait_leader()
+        for k in range(5):
+            assert a.submit(a.ids[k % 3], f"a{k}") == 201
+        for _ in range(3):  # raise A's term above what B will have
+            old = a.wait_leader()
+            a.kill9(old)
+            a.wait_leader(among=tuple(i for i in a.ids if i != old), timeout=30)
+            a.start(old)
+        assert a.submit(a.wait_leader(timeout=30), "a-last") == 201
+        a.wait_caught_up(a.ids)
+        a_term = a.status("m2")["term"]
+        assert all(a.dump(i)["cluster"] for i in a.ids)  # A's first leader named it
+        a.stop_all()
+
+        b.start_all()
+        b.wait_leader()
+        b_acked = [f"b{k}" for k in range(5) if b.submit(b.ids[k % 3], f"b{k}") == 201]
+        assert len(b_acked) == 5
+        wait_for(lambda: all(b.dump(i)["cluster"] for i in b.ids), timeout=20, what="B named")
+        assert b.dump("m1")["cluster"] != a.dump("m1")["cluster"]
+        code, status = b.api("m3", "GET", "/dcosd/v1/cluster")
+        assert code == 200 and [(1, status["cluster_id"])] == b.dump("m1")["cluster"]  # shown by `cluster status`
+        shown = subprocess.run([*DCOSD, "--master", b.urls["m3"], "--token", TOKEN, "cluster", "status"],
+                               capture_output=True, text=True, timeout=30)
+        assert status["cluster_id"] in shown.stdout, shown
+        assert b.status("m1")["term"] < a_term
+        b.stop("m2")
+        shutil.rmtree(b.data_dir("m2"))
+        shutil.copytree(a.data_dir("m2"), b.data_dir("m2"))
+        intruder = b.start("m2")
+        wait_for(lambda: "belongs to another cluster" in intruder.log(), timeout=20,
+                 what="the intruder told that B refuses it")
+        for k in range(5):  # B goes on, on its own history
+            assert b.submit(b.wait_leader(among=("m1", "m3")), f"b-after{k}") == 201
+            b_acked.append(f"b-after{k}")
+        b.wait_caught_up(("m1", "m3"))
+        for i in ("m1", "m3"):
+            assert "refusing raft messages" in b.procs[i].log()
+            assert b.status(i)["term"] < a_term  # its votes and appends never arrived
+            assert set(b_acked) <= b.queued_ids(i) and not any(t.startswith("a") for t in b.queued_ids(i))
+        assert intruder.alive()  # it waits, refused, with A's state untouched
+        assert {f"a{k}" for k in range(5)} <= b.queued_ids("m2")
+
+        b.stop("m2")  # the way out its log names
+        b.wipe("m2")
+        b.start("m2", "--rejoin")
+        b.wait_caught_up(b.ids, timeout=30)
+        assert set(b_acked) <= b.queued_ids("m2") and not any(t.startswith("a") for t in b.queued_ids("m2"))
+        b.assert_same_state()
+    finally:
+        a.stop_all()
+        b.stop_all()
+
+
+def test_a_data_directory_started_as_another_master_is_refused(ha: HaCluster, tmp_path: Path):
+    """m3's directory started with --id m1 (a config mix-up): refused at start, naming whose state it
+    is; m3's own start afterwards is unaffected."""
+    ha.start_all()
+    ha.wait_leader()
+    assert ha.submit("m1", "before") == 201
+    ha.stop("m3")
+    wrong = Proc([*DCOSD, "master", "--data-dir", str(ha.data_dir("m3")), "--listen", f"127.0.0.1:{free_port()}",
+                  "--peers", ha.peers, "--id", "m1", "--secret-file", str(tmp_path / "secret"),
+                  "--operator-token-file", str(tmp_path / "token"), "--dns-listen", "off"], tmp_path / "wrong.log")
+    try:
+        assert wrong.popen.wait(30) == 1
+    finally:
+        wrong.stop()
+    assert "holds the state of master 'm3', not 'm1': start it with --id m3" in wrong.log(), wrong.log()
+    assert "Traceback" not in wrong.log()
+    ha.start("m3")
+    ha.wait_leader(timeout=30)
+    assert ha.submit("m3", "after") == 201
+    ha.wait_caught_up(ha.ids)
+    assert {"before", "after"} <= ha.queued_ids("m3")

@@ -75,6 +75,7 @@ class RaftStore(Reads):
         self.reader = open_db(self.path)
         self.storage = RaftStorage(self._writer, self.path)
         self._checkpointer = Checkpointer(self.path, self._writer)
+        self.storage.claim(node_id)
         if rejoin and not self.storage.is_empty():
             raise StorageError(f"--rejoin needs an empty data directory; {self.path} already holds Raft state")
         state, applied = self.storage.load()

@@ -38,7 +38,7 @@ from .messages import (
     SnapshotMeta,
 )
 
-NODE_TABLES = ("raft_hard_state", "raft_log", "raft_snapshot")
+NODE_TABLES = ("raft_hard_state", "raft_log", "raft_snapshot", "raft_node")
 
 # (ok, value) per applied NORMAL entry: value is apply()'s result or the DcosdError that refused it.
 TRUNCATE_STEP = 1000
@@ -94,6 +94,21 @@ class RaftStorage:
         # would apply those entries again).
         hs = dataclasses.replace(hs, commit=max(hs.commit, applied))
         return PersistedState(hs, snap, entries), applied
+
+    def claim(self, node_id: str) -> None:
+        """This data directory is master ``node_id``'s: recorded at its first start, refused to any
+        other id (its term, vote and log are that master's; as another, it could vote twice)."""
+        try:
+            for (owner,) in self.db.execute("SELECT node_id FROM raft_node WHERE id = 1"):
+                if owner != node_id:
+                    raise StorageError(
+                        f"{self.path.parent} holds the state of master {owner!r}, not {node_id!r}: start it with "
+                        f"--id {owner}, or give master {node_id} an empty data directory and start it with --rejoin")
+                return
+            with self.db:
+                self.db.execute("INSERT INTO raft_node (id, node_id) VALUES (1, ?)", (node_id,))
+        except apsw.Error as exc:
+            raise StorageError(f"cannot write {self.path}: {why_not_written(exc)}") from exc
 
     def is_empty(self) -> bool:
         """No Raft history and no state: what --rejoin requires."""

@@ -31,6 +31,7 @@ from .wire import WireError, decode_frame, encode_frame
 log = logging.getLogger(__name__)
 
 RAFT_PATH = "/dcosd/internal/v1/raft"
+CLUSTER_HEADER = "X-Dcosd-Cluster"  # the dialler's cluster id, empty before its cluster has one
 MAX_OUTBOX = 4096
 MAX_FRAME = 1 << 31  # a snapshot image travels as one frame
 MAX_UNSENT = 64 << 20  # bytes queued in a socket that does not drain: stop adding (the core resends)
@@ -117,9 +118,11 @@ class _Dialed(asyncio.Protocol):
 
 
 class HttpTransport:
-    def __init__(self, peers: dict[str, str], secret: Callable[[], str]) -> None:
+    def __init__(self, peers: dict[str, str], secret: Callable[[], str],
+                 cluster_id: Callable[[], str | None] = lambda: None) -> None:
         self.peers = {p: url.rstrip("/") for p, url in peers.items()}
         self._secret = secret
+        self._cluster_id = cluster_id
         self._outbox: dict[str, list[Message]] = {p: [] for p in self.peers}
         self._conn: dict[str, _Dialed | None] = {p: None for p in self.peers}
         self._dialing: dict[str, asyncio.Task | None] = {p: None for p in self.peers}
@@ -181,13 +184,17 @@ class HttpTransport:
                         assert conn.transport is not None
                         conn.transport.write(
                             f"GET {url.path.rstrip('/')}{RAFT_PATH} HTTP/1.1\r\nHost: {url.netloc}\r\n"
-                            f"Connection: Upgrade\r\nUpgrade: tcp\r\n"
+                            f"Connection: Upgrade\r\nUpgrade: tcp\r\n{CLUSTER_HEADER}: {self._cluster_id() or ''}\r\n"
                             f"Authorization: Bearer {self._secret()}\r\n\r\n".encode())
                         code = await conn.upgraded
                     if code != 101:
                         if code in (401, 403):
                             log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
                                         peer, code)
+                        elif code == 409:
+                            log.error("master %s refused raft messages: it belongs to another cluster than this "
+                                      "master's state (see its log). This data directory is not that cluster's: "
+                                      "wipe it and start with --rejoin to join it", peer)
                         else:
                             log.warning("master %s answered %s to the raft stream", peer, code)
                         conn.transport.close()

@@ -161,6 +161,18 @@ def apply_agent_lost(db: apsw.Connection, c: Command) -> list[str]:
 # -- tasks -----------------------------------------------------------------------
 
 
+@handler("cluster_init")
+def apply_cluster_init(db: apsw.Connection, c: Command) -> str:
+    """The cluster's id, proposed by a leader that finds none: the first one committed stays."""
+    cid = c.get("cluster_id")
+    if not (isinstance(cid, str) and cid):
+        raise ValidationError("cluster_init needs a cluster_id")
+    db.execute("INSERT OR IGNORE INTO cluster (id, cluster_id) VALUES (1, ?)", (cid,))
+    row = _one(db, "SELECT cluster_id FROM cluster WHERE id = 1")
+    assert row is not None
+    return row[0]
+
+
 @handler("task_submit")
 def apply_task_submit(db: apsw.Connection, c: Command) -> dict[str, Any]:
     spec = c["spec"]

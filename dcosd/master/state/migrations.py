@@ -302,6 +302,20 @@ MIGRATIONS: list[str] = [
     ALTER TABLE queue_by_id RENAME TO queue;
     CREATE INDEX queue_by_time ON queue(submitted_at, task_id);
     """,
+    # 11: whose state this is. raft_node belongs to this master alone (never copied, like the other
+    # raft_* node tables): the --id it first started with. cluster is replicated: the cluster's id,
+    # chosen by its first leader. A data directory started as another master, or brought into another
+    # cluster, is refused instead of mixing two histories (master/ha.py, replog/storage.py).
+    """
+    CREATE TABLE raft_node (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        node_id TEXT NOT NULL
+    );
+    CREATE TABLE cluster (
+        id INTEGER PRIMARY KEY CHECK (id = 1),
+        cluster_id TEXT NOT NULL
+    );
+    """,
 ]
 
 LATEST = len(MIGRATIONS)
