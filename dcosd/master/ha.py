@@ -28,7 +28,7 @@ from dcosd.config import master_url, url_address
 from dcosd.errors import ConfigError, NotLeader, Unavailable
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
-from dcosd.master.replog.transport import CLUSTER_HEADER, RAFT_PATH, FrameReader, HttpTransport
+from dcosd.master.replog.transport import CLUSTER_HEADER, PEERS_HEADER, RAFT_PATH, FrameReader, HttpTransport
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -119,6 +119,21 @@ class HighAvailability:
             except (NotLeader, Unavailable):
                 pass  # the next leader does it
 
+    def _refusal(self, request: web.Request) -> str | None:
+        """Why a peer's raft stream must not be taken, or None."""
+        ids = ",".join(sorted(self.peers))
+        theirs = request.headers.get(PEERS_HEADER)
+        if theirs is not None and theirs != ids:
+            # Two views of who the masters are make two views of a majority: two leaders in one term.
+            return (f"it was started with --peers of masters {theirs}, this master with {ids}: every master "
+                    f"needs the same --peers")
+        mine, theirs = self.cluster_id(), request.headers.get(CLUSTER_HEADER, "")
+        if mine and theirs and theirs != mine:
+            # Its term, votes and log are another cluster's: taking its messages would mix two histories.
+            return (f"its state is of cluster {theirs}, this is cluster {mine} (a data directory from elsewhere? "
+                    f"wipe it and start that master with --rejoin)")
+        return None
+
     def routes(self) -> list[web.RouteDef]:
         return [web.get(RAFT_PATH, self.raft_stream), web.post(READ_INDEX_PATH, self.read_index)]
 
@@ -164,16 +179,13 @@ class HighAvailability:
         self.master.require_agent_secret(request)
         if request.headers.get("Upgrade", "").lower() != "tcp" or not hasattr(request.protocol, "set_parser"):
             return error_response(426, "the raft stream needs 'Connection: Upgrade' and 'Upgrade: tcp'")
-        mine, theirs = self.cluster_id(), request.headers.get(CLUSTER_HEADER, "")
-        if mine and theirs and theirs != mine:
-            # Its term, votes and log are another cluster's: taking its messages would mix two histories.
+        refusal = self._refusal(request)
+        if refusal is not None:
             now = time.monotonic()
             if now - self._refused_at.get(request.remote or "", 0.0) > 60:
                 self._refused_at[request.remote or ""] = now
-                log.error("refusing raft messages from %s: its state is of cluster %s, this is cluster %s (a data "
-                          "directory from elsewhere? wipe it and start that master with --rejoin)",
-                          request.remote, theirs, mine)
-            return error_response(409, f"this master is of cluster {mine}; yours is {theirs}")
+                log.error("refusing raft messages from %s: %s", request.remote, refusal)
+            return error_response(409, refusal)
         resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "tcp"})
         await resp.prepare(request)
         reader = FrameReader(self.store.step, request.remote or "?")

@@ -145,6 +145,13 @@ class HaCluster:
             assert last and all(d == last[0] for d in last[1:]), "state dumps differ"  # pytest shows the diff
             raise
 
+    def assert_kept(self, acked: list[str], timeout: float = 30) -> None:
+        """Once the masters caught up: every acknowledged write on every master, identical states."""
+        self.wait_caught_up(self.ids, timeout=timeout)
+        for i in self.ids:
+            assert set(acked) <= self.queued_ids(i), f"master {i} lost acknowledged writes"
+        self.assert_same_state()
+
     def wait_reached(self, among: tuple[str, ...], timeout: float = 20) -> int:
         """Every master in ``among`` applied at least what the furthest of them had when this began:
         a restarted or healed master caught up while writes go on. (Followers apply in batches, up to

@@ -32,6 +32,7 @@ log = logging.getLogger(__name__)
 
 RAFT_PATH = "/dcosd/internal/v1/raft"
 CLUSTER_HEADER = "X-Dcosd-Cluster"  # the dialler's cluster id, empty before its cluster has one
+PEERS_HEADER = "X-Dcosd-Peers"  # the ids of the dialler's --peers, sorted, comma-separated
 MAX_OUTBOX = 4096
 MAX_FRAME = 1 << 31  # a snapshot image travels as one frame
 MAX_UNSENT = 64 << 20  # bytes queued in a socket that does not drain: stop adding (the core resends)
@@ -185,6 +186,7 @@ class HttpTransport:
                         conn.transport.write(
                             f"GET {url.path.rstrip('/')}{RAFT_PATH} HTTP/1.1\r\nHost: {url.netloc}\r\n"
                             f"Connection: Upgrade\r\nUpgrade: tcp\r\n{CLUSTER_HEADER}: {self._cluster_id() or ''}\r\n"
+                            f"{PEERS_HEADER}: {','.join(sorted(self.peers))}\r\n"
                             f"Authorization: Bearer {self._secret()}\r\n\r\n".encode())
                         code = await conn.upgraded
                     if code != 101:
@@ -192,9 +194,9 @@ class HttpTransport:
                             log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
                                         peer, code)
                         elif code == 409:
-                            log.error("master %s refused raft messages: it belongs to another cluster than this "
-                                      "master's state (see its log). This data directory is not that cluster's: "
-                                      "wipe it and start with --rejoin to join it", peer)
+                            log.error("master %s refused raft messages: it was started with other --peers, or it "
+                                      "belongs to another cluster than this master's state (its log says which)",
+                                      peer)
                         else:
                             log.warning("master %s answered %s to the raft stream", peer, code)
                         conn.transport.close()
