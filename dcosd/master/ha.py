@@ -28,7 +28,15 @@ from dcosd.config import master_url, url_address
 from dcosd.errors import ConfigError, NotLeader, Unavailable
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
-from dcosd.master.replog.transport import CLUSTER_HEADER, PEERS_HEADER, RAFT_PATH, FrameReader, HttpTransport
+from dcosd.master.replog.transport import (
+    CLUSTER_HEADER,
+    FROM_HEADER,
+    PEERS_HEADER,
+    RAFT_PATH,
+    TO_HEADER,
+    FrameReader,
+    HttpTransport,
+)
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -121,6 +129,12 @@ class HighAvailability:
 
     def _refusal(self, request: web.Request) -> str | None:
         """Why a peer's raft stream must not be taken, or None."""
+        frm, to = request.headers.get(FROM_HEADER), request.headers.get(TO_HEADER)
+        if to is not None and to != self.my_id:
+            # The same config copied to every machine (all --id m1: each would count the others' votes as
+            # its own), or a URL in --peers that names the wrong machine.
+            return (f"master {frm} sent raft messages for master {to} to this master, {self.my_id}: either --peers "
+                    f"gives {to} this master's address, or this master's --id is wrong")
         ids = ",".join(sorted(self.peers))
         theirs = request.headers.get(PEERS_HEADER)
         if theirs is not None and theirs != ids:

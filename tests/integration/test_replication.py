@@ -340,3 +340,37 @@ def test_masters_started_with_different_peers_refuse_each_other(tmp_path: Path):
         ha.assert_kept(acked)
     finally:
         ha.stop_all()
+
+
+def test_masters_started_with_one_id_refuse_each_other(tmp_path: Path):
+    """One config copied to every machine: all three start as --id m1. Each would take the others'
+    votes as m1's and all three could lead the same term. Every raft stream is refused instead (what
+    each sends to m2 and m3 arrives at an m1), nobody leads, nothing is written; with their own ids
+    (directories emptied: each recorded itself as m1) they form the cluster."""
+    ha = HaCluster(tmp_path)
+    same = {i: Proc([*DCOSD, "master", "--data-dir", str(ha.data_dir(i)), "--listen", f"127.0.0.1:{ha.ports[i]}",
+                     "--peers", ha.peers, "--id", "m1", "--secret-file", str(tmp_path / "secret"),
+                     "--operator-token-file", str(tmp_path / "token"), "--dns-listen", "off"],
+                    tmp_path / f"same-{i}.log") for i in ha.ids}
+    try:
+        for i, p in same.items():  # nobody dials m1's address: everyone thinks it is m1
+            told = ["master m2 refused raft messages: its --id or --peers differ"]
+            if i != "m1":
+                told.append(f"master m1 sent raft messages for master {i} to this master, m1")
+            wait_for(lambda p=p, told=told: all(t in p.log() for t in told), timeout=30, what=f"{i} refusing")
+        for i, p in same.items():
+            assert p.alive() and "Traceback" not in p.log()
+            assert ha.api(i, "GET", "/dcosd/v1/cluster?stale=1")[1]["leader"] is None
+    finally:
+        for p in same.values():
+            p.stop()
+    try:
+        for i in ha.ids:
+            shutil.rmtree(ha.data_dir(i))
+        ha.start_all()
+        leader = ha.wait_leader(timeout=30)
+        acked = [f"i{k}" for k in range(5) if ha.submit(leader, f"i{k}") == 201]
+        assert len(acked) == 5
+        ha.assert_kept(acked)
+    finally:
+        ha.stop_all()

@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 RAFT_PATH = "/dcosd/internal/v1/raft"
 CLUSTER_HEADER = "X-Dcosd-Cluster"  # the dialler's cluster id, empty before its cluster has one
 PEERS_HEADER = "X-Dcosd-Peers"  # the ids of the dialler's --peers, sorted, comma-separated
+FROM_HEADER, TO_HEADER = "X-Dcosd-From", "X-Dcosd-To"  # the dialler's --id, and the id it is dialling
 MAX_OUTBOX = 4096
 MAX_FRAME = 1 << 31  # a snapshot image travels as one frame
 MAX_UNSENT = 64 << 20  # bytes queued in a socket that does not drain: stop adding (the core resends)
@@ -128,10 +129,12 @@ class HttpTransport:
         self._conn: dict[str, _Dialed | None] = {p: None for p in self.peers}
         self._dialing: dict[str, asyncio.Task | None] = {p: None for p in self.peers}
         self._others: set[str] = set()
+        self._my_id = ""
         self._stopped = False
         self.reachable: dict[str, bool] = {p: False for p in self.peers}
 
     def start(self, my_id: str) -> None:
+        self._my_id = my_id
         self._others = {p for p in self.peers if p != my_id}
         for p in self._others:
             self._dial(p)
@@ -187,6 +190,7 @@ class HttpTransport:
                             f"GET {url.path.rstrip('/')}{RAFT_PATH} HTTP/1.1\r\nHost: {url.netloc}\r\n"
                             f"Connection: Upgrade\r\nUpgrade: tcp\r\n{CLUSTER_HEADER}: {self._cluster_id() or ''}\r\n"
                             f"{PEERS_HEADER}: {','.join(sorted(self.peers))}\r\n"
+                            f"{FROM_HEADER}: {self._my_id}\r\n{TO_HEADER}: {peer}\r\n"
                             f"Authorization: Bearer {self._secret()}\r\n\r\n".encode())
                         code = await conn.upgraded
                     if code != 101:
@@ -194,9 +198,9 @@ class HttpTransport:
                             log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
                                         peer, code)
                         elif code == 409:
-                            log.error("master %s refused raft messages: it was started with other --peers, or it "
-                                      "belongs to another cluster than this master's state (its log says which)",
-                                      peer)
+                            log.error("master %s refused raft messages: its --id or --peers differ from this "
+                                      "master's, or it belongs to another cluster than this master's state (its "
+                                      "log says which)", peer)
                         else:
                             log.warning("master %s answered %s to the raft stream", peer, code)
                         conn.transport.close()
