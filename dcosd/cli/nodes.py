@@ -97,7 +97,8 @@ def cluster_status(obj: Any, as_json: bool) -> None:
 
     # The leader's view when there is a leader: match index and lag of every follower.
     table(["MASTER", "ID", "ROLE", "LEADER", "TERM", "COMMIT INDEX", "MATCH INDEX", "LAG"],
-          [[m["url"], m.get("id", "-"), m.get("role") or ("leader" if m["leader"] else "follower"),
+          [[m["url"], m.get("id", "-"), m.get("role") or ("leader" if m["leader"] else
+                                                           "unreachable" if m.get("reachable") is False else "follower"),
             "yes" if m["leader"] else "no", m["term"], _opt(m.get("commit_index")), _opt(m.get("match_index")),
             _opt(m.get("lag"))] for m in c["masters"]])
 

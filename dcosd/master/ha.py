@@ -267,6 +267,8 @@ class HighAvailability:
                 d.update(role=st["role"], commit_index=st["commit"], applied_index=st["applied"],
                          last_index=st["last_index"], snapshot_index=st["snapshot_index"],
                          rejoining=st["rejoining"], self=True, leading=bool(self.master._tasks))
+            else:
+                d["reachable"] = self.transport.reachable.get(pid, False)  # our raft stream to it is up
             if pid in followers:
                 f = followers[pid]
                 d.update(match_index=f["match"], lag=f["lag"], replication=f["state"], active=f["active"])

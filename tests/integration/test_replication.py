@@ -3,6 +3,7 @@ leader, a wiped follower rejoining by snapshot; acknowledged writes everywhere, 
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -374,3 +375,40 @@ def test_masters_started_with_one_id_refuse_each_other(tmp_path: Path):
         ha.assert_kept(acked)
     finally:
         ha.stop_all()
+
+
+def test_cluster_status_shows_every_master_the_leader_term_commit_and_lag(ha: HaCluster, tmp_path: Path):
+    ha.start_all()
+    leader = ha.wait_leader()
+    down, up = [i for i in ha.ids if i != leader]
+    for k in range(5):
+        assert ha.submit(leader, f"c{k}") == 201
+    ha.stop(down)
+    for k in range(5, 25):  # the stopped follower falls behind by these
+        assert ha.submit(leader, f"c{k}") == 201
+
+    def status(via: str) -> tuple[dict, str]:
+        def cli(*args: str) -> str:
+            cp = subprocess.run([*DCOSD, "--master", ha.urls[via], "--token", TOKEN, "cluster", "status", *args],
+                                capture_output=True, text=True, timeout=30)
+            assert cp.returncode == 0, cp.stderr
+            return cp.stdout
+        return json.loads(cli("--json")), cli()
+
+    def behind() -> tuple[dict, str] | None:
+        seen, text = status(up)  # a follower answers with the leader's view
+        m = {x["id"]: x for x in seen["masters"]}
+        return (m, text) if m[down]["lag"] >= 20 and m[up]["lag"] == 0 else None
+
+    m, text = wait_for(behind, timeout=20, what="the leader's view: one follower 20 behind, one caught up")
+    commit = m[leader]["commit_index"]
+    assert [i for i in m if m[i]["leader"]] == [leader] and m[leader]["role"] == "leader"
+    assert commit >= 25 and m[up]["match_index"] == commit and m[down]["match_index"] <= commit - 20
+    assert len({x["term"] for x in m.values()}) == 1 and m[leader]["term"] >= 1
+    assert m[down]["reachable"] is False and m[up]["reachable"] is True
+    lines = {ln.split()[1]: ln.split() for ln in text.splitlines() if ln.startswith("http://")}
+    assert lines[leader][2:4] == ["leader", "yes"] and lines[leader][5] == str(commit)
+    assert lines[down][2] == "unreachable" and int(lines[down][-1]) >= 20 and lines[up][-1] == "0"
+    ha.start(down)
+    wait_for(lambda: {x["id"]: x for x in status(leader)[0]["masters"]}[down]["lag"] == 0, timeout=30,
+             what="the restarted follower caught up in the leader's view")
