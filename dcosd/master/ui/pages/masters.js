@@ -1,4 +1,5 @@
-// Masters: the leader, every master's term, commit index and (seen from the leader) replication lag.
+// Masters: the leader, every master's term, commit index and (seen from the leader) replication lag;
+// a master this one's raft stream cannot reach shows as unreachable, as in `dcosd cluster status`.
 import { api } from '../api.js';
 import { h, clear } from '../dom.js';
 
@@ -11,7 +12,7 @@ export async function render(root, _params, bus) {
     clear(body, h('p', {}, 'Leader: ', h('strong', { id: 'leader' }, c.leader || 'none elected')),
       h('table', {}, h('thead', {}, h('tr', {}, ['Master', 'ID', 'Role', 'Term', 'Commit index', 'Match index', 'Lag'].map((x) => h('th', {}, x)))),
         h('tbody', {}, c.masters.map((m) => h('tr', { 'data-master': m.url },
-          h('td', {}, m.url), h('td', {}, opt(m.id)), h('td', {}, m.role || (m.leader ? 'leader' : 'follower')),
+          h('td', {}, m.url), h('td', {}, opt(m.id)), h('td', {}, m.role || (m.leader ? 'leader' : m.reachable === false ? 'unreachable' : 'follower')),
           h('td', {}, m.term), h('td', {}, opt(m.commit_index)), h('td', {}, opt(m.match_index)), h('td', { class: 'lag' }, opt(m.lag)))))));
   }
   await load();
