@@ -46,6 +46,8 @@ log = logging.getLogger(__name__)
 READ_INDEX_PATH = "/dcosd/internal/v1/read-index"
 # Compact the log into a snapshot after this many applied entries (tests lower it).
 SNAPSHOT_EVERY = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_EVERY", "10000"))
+# A master that reaches its peers while none of them has reached it for this long says so.
+INBOUND_GRACE = float(os.environ.get("DCOSD_RAFT_INBOUND_GRACE", "20"))
 # Answered by every master from its own state, leader or not.
 _LOCAL = {"/health", "/version", "/redirect", "/master/redirect", RAFT_PATH, READ_INDEX_PATH}
 _CLUSTER = "/dcosd/v1/cluster"  # the leader's view when there is one (follower lag), else this master's
@@ -95,6 +97,8 @@ class HighAvailability:
         self._http: aiohttp.ClientSession | None = None
         self.leadership_listeners: list[Any] = []  # called with no argument on any change of leader or term
         self._refused_at: dict[str, float] = {}  # peer address -> when its other cluster was last logged
+        self._inbound = 0  # raft streams other masters opened to this one, open now
+        self._watch: asyncio.Task | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open_store(self, path: Any) -> RaftStore:
@@ -103,11 +107,33 @@ class HighAvailability:
                                rejoin=self.rejoin, snapshot_threshold=SNAPSHOT_EVERY, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
         self.transport.start(self.my_id)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
+        self._watch = asyncio.get_running_loop().create_task(self._watch_inbound(), name="raft-inbound-watch")
         return self.store
+
+    async def _watch_inbound(self, after: float = INBOUND_GRACE) -> None:
+        """Say so when this master reaches its peers but none of them reaches it: their replies never
+        arrive, so it can neither lead nor follow, and nothing else would tell why (its URL in --peers
+        is not where it listens, or a firewall lets connections out but not in)."""
+        alone_since: float | None = None
+        while True:
+            await asyncio.sleep(after / 4)
+            reached = sorted(p for p, up in self.transport.reachable.items() if up)
+            if self._inbound or not reached:
+                alone_since = None
+                continue
+            now = time.monotonic()
+            alone_since = alone_since or now
+            if now - alone_since >= after:
+                log.warning("no master has opened a raft stream to this one for %.0fs, though this one reaches %s: "
+                            "is %s (this master's URL in --peers) where it listens, and open to them?",
+                            now - alone_since, ", ".join(reached), self.peers[self.my_id])
+                alone_since = now  # again after as long, while it lasts
 
     async def stop(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
+        if self._watch is not None:
+            self._watch.cancel()
         await self.transport.stop()
         if self._http is not None:
             await self._http.close()
@@ -204,7 +230,11 @@ class HighAvailability:
         await resp.prepare(request)
         reader = FrameReader(self.store.step, request.remote or "?")
         request.protocol.set_parser(reader)  # type: ignore[union-attr,arg-type]
-        await reader.done
+        self._inbound += 1
+        try:
+            await reader.done
+        finally:
+            self._inbound -= 1
         return resp
 
     async def read_index(self, request: web.Request) -> web.Response:

@@ -412,3 +412,27 @@ def test_cluster_status_shows_every_master_the_leader_term_commit_and_lag(ha: Ha
     ha.start(down)
     wait_for(lambda: {x["id"]: x for x in status(leader)[0]["masters"]}[down]["lag"] == 0, timeout=30,
              what="the restarted follower caught up in the leader's view")
+
+
+def test_a_master_that_reaches_its_peers_but_is_not_reached_says_so(tmp_path: Path):
+    """m3 listens on another port than its URL in --peers: it reaches m1 and m2, their streams to it
+    go nowhere, so it never hears a reply. It says what to check; m1 and m2 go on and never say it."""
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_INBOUND_GRACE": "2"})
+    try:
+        ha.start("m1")
+        ha.start("m2")
+        astray = Proc([*DCOSD, "master", "--data-dir", str(ha.data_dir("m3")), "--listen", f"127.0.0.1:{free_port()}",
+                       "--peers", ha.peers, "--id", "m3", "--secret-file", str(tmp_path / "secret"),
+                       "--operator-token-file", str(tmp_path / "token"), "--dns-listen", "off"],
+                      tmp_path / "astray.log", env={"DCOSD_RAFT_INBOUND_GRACE": "2"})
+        try:
+            leader = ha.wait_leader(among=("m1", "m2"), timeout=30)
+            assert ha.submit(leader, "w") == 201
+            wait_for(lambda: f"though this one reaches m1, m2: is {ha.urls['m3']} (this master's URL in --peers) "
+                     "where it listens" in astray.log(), timeout=30, what="m3 saying nobody reaches it")
+        finally:
+            astray.stop()
+        for i in ("m1", "m2"):
+            assert "no master has opened a raft stream" not in ha.procs[i].log()
+    finally:
+        ha.stop_all()
