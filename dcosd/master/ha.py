@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import re
 import time
 import uuid
 from typing import TYPE_CHECKING, Any
@@ -55,6 +56,9 @@ _CLUSTER = "/dcosd/v1/cluster"  # the leader's view when there is one (follower 
 _LEADER_PREFIXES = ("/dcosd/internal/v1/agents", "/api/v1")
 
 
+_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a master's id travels in raft stream headers
+
+
 def parse_peers(text: str) -> dict[str, str]:
     """``id1=http://h1:5050,id2=http://h2:5050`` → {id: url} (``h1:5050`` means ``http://h1:5050``)."""
     peers: dict[str, str] = {}
@@ -68,6 +72,8 @@ def parse_peers(text: str) -> dict[str, str]:
             raise ConfigError(f"--peers: expected ID=URL, got {part!r}")
         if pid in peers:
             raise ConfigError(f"--peers: {pid!r} given twice")
+        if not _ID.fullmatch(pid):
+            raise ConfigError(f"--peers: the id {pid!r} may hold letters, digits, '.', '_' and '-' only")
         url = master_url(url, f"--peers: {pid}")
         addr = url_address(url)
         if addr in where:

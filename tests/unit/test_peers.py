@@ -26,6 +26,8 @@ def test_ids_map_to_urls_and_a_bare_host_port_means_http() -> None:
     ("m1=http://:5050", "names no host"),
     ("m1=http://h1:5050?x=1", "scheme://host[:port][/path]"),
     ("m1=http://user:pw@h1:5050", "scheme://host[:port][/path]"),
+    ("m 1=http://h1:5050", "the id 'm 1' may hold letters, digits"),
+    ("m1\r\nX-Evil: 1=http://h1:5050", "may hold letters, digits"),
 ])
 def test_a_bad_list_is_refused_with_what_is_wrong(text: str, says: str) -> None:
     with pytest.raises(ConfigError) as err:

@@ -130,6 +130,7 @@ class HttpTransport:
         self._dialing: dict[str, asyncio.Task | None] = {p: None for p in self.peers}
         self._others: set[str] = set()
         self._my_id = ""
+        self._refusal_logged: dict[str, float] = {}  # peer -> when its 409 was last logged
         self._stopped = False
         self.reachable: dict[str, bool] = {p: False for p in self.peers}
 
@@ -198,9 +199,12 @@ class HttpTransport:
                             log.warning("master %s refused raft messages (%s): is the cluster secret the same?",
                                         peer, code)
                         elif code == 409:
-                            log.error("master %s refused raft messages: its --id or --peers differ from this "
-                                      "master's, or it belongs to another cluster than this master's state (its "
-                                      "log says which)", peer)
+                            now = loop.time()
+                            if now - self._refusal_logged.get(peer, -3600.0) >= 60:  # it is retried every second
+                                self._refusal_logged[peer] = now
+                                log.error("master %s refused raft messages: its --id or --peers differ from this "
+                                          "master's, or it belongs to another cluster than this master's state "
+                                          "(its log says which)", peer)
                         else:
                             log.warning("master %s answered %s to the raft stream", peer, code)
                         conn.transport.close()
