@@ -75,6 +75,11 @@ class Client:
             raw = resp.read()
             return json.loads(raw) if raw else None
 
+    def download(self, path: str, timeout: float = 600) -> tuple[bytes, dict[str, str]]:
+        """A binary answer, and its headers."""
+        with self._request("GET", path, timeout=timeout) as resp:
+            return resp.read(), dict(resp.headers.items())
+
     def stream(self, path: str, params: dict[str, str] | None = None) -> Iterator[bytes]:
         resp = self._request("GET", path, params=params, timeout=3600)
         with resp:

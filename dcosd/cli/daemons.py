@@ -123,6 +123,9 @@ def _dns_config(host: str, listen: str, domain: str, ttl: int, upstreams: tuple[
 @click.option("--id", "node_id", envvar="DCOSD_ID", help="This master's ID in --peers.")
 @click.option("--rejoin", is_flag=True, envvar="DCOSD_REJOIN",
               help="Replace a dead master under its ID with an empty data directory (see replog/DESIGN.md).")
+@click.option("--restore-from", type=click.Path(path_type=Path, dir_okay=False), envvar="DCOSD_RESTORE_FROM",
+              help="Start an EMPTY data directory from a backup (`dcosd cluster backup`); every master of the "
+                   "restored cluster starts from the same file.")
 @click.option("--secret-file", envvar="DCOSD_SECRET_FILE", type=click.Path(),
               help="Cluster secret shared by all masters (copy the first master's data-dir/cluster.secret).")
 @click.option("--operator-token-file", envvar="DCOSD_OPERATOR_TOKEN_FILE", type=click.Path(),
@@ -132,8 +135,8 @@ def _dns_config(host: str, listen: str, domain: str, ttl: int, upstreams: tuple[
 @_log_option
 def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool, agent_timeout: float,
            unreachable_grace: float, dns_listen: str, dns_domain: str, dns_ttl: int, dns_upstreams: tuple[str, ...],
-           peers: str, node_id: str | None, rejoin: bool, secret_file: str | None, operator_token_file: str | None,
-           raft_tick_ms: int, log_level: str) -> None:
+           peers: str, node_id: str | None, rejoin: bool, restore_from: Path | None, secret_file: str | None,
+           operator_token_file: str | None, raft_tick_ms: int, log_level: str) -> None:
     """Run a master: state, placement and the APIs."""
     from dcosd.master.service import Master, MasterConfig
 
@@ -159,6 +162,16 @@ def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool
             cfg.advertise = cfg.peers.get(node_id)
     elif rejoin:
         raise ConfigError("--rejoin only makes sense with --peers")
+    if restore_from is not None:
+        if not peers:
+            raise ConfigError("--restore-from is for replicated masters (--peers); a one-master cluster's backup "
+                              "is a copy of its data directory")
+        if rejoin:
+            raise ConfigError("--restore-from starts a new cluster; --rejoin joins a running one: not both")
+        try:
+            cfg.restore = restore_from.read_bytes()
+        except OSError as exc:
+            raise ConfigError(f"--restore-from: cannot read {restore_from}: {exc}") from exc
 
     async def main(stop: asyncio.Event) -> None:
         m = Master(cfg)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import urllib.parse
+from pathlib import Path
 from typing import Any
 
 import click
 
 from dcosd.cli.output import emit_json, kv, short_state, table, when
+from dcosd.errors import DcosdError
 
 
 def _res(r: dict[str, Any]) -> str:
@@ -101,6 +103,24 @@ def cluster_status(obj: Any, as_json: bool) -> None:
                                                            "unreachable" if m.get("reachable") is False else "follower"),
             "yes" if m["leader"] else "no", m["term"], _opt(m.get("commit_index")), _opt(m.get("match_index")),
             _opt(m.get("lag"))] for m in c["masters"]])
+
+
+@cluster.command("backup")
+@click.argument("file", type=click.Path(path_type=Path, dir_okay=False))
+@click.pass_obj
+def cluster_backup(obj: Any, file: Path) -> None:
+    """Save the replicated state to FILE: every write acknowledged before this call, nothing of any
+    master's own (Raft log, votes). To restore, start every master of a new cluster with an empty data
+    directory and `dcosd master --restore-from FILE`."""
+    from dcosd.executor.base import atomic_write
+
+    data, headers = obj.client.download("/dcosd/v1/cluster/backup")
+    try:
+        atomic_write(file, data)
+    except OSError as exc:
+        raise DcosdError(f"cannot write {file}: {exc}") from None
+    click.echo(f"saved the state at index {headers.get('X-Dcosd-Backup-Index')} (term "
+               f"{headers.get('X-Dcosd-Backup-Term')}) to {file}: {len(data)} bytes")
 
 
 COMMANDS = [node, cluster]

@@ -58,6 +58,7 @@ class OperatorApi:
             web.get(f"{p}/nodes", self.list_nodes),
             web.get(f"{p}/nodes/{{agent_id}}", self.show_node),
             web.get(f"{p}/cluster", self.cluster),
+            web.get(f"{p}/cluster/backup", self.cluster_backup),
         ]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -179,6 +180,15 @@ class OperatorApi:
         # The allocator's view (leader memory): offered, allocated, reserved by role, available.
         node["allocation"] = self.master.scheduling.agent_view(a["id"])
         return json_response(node)
+
+    async def cluster_backup(self, request: web.Request) -> web.Response:
+        self.master.require_operator(request)
+        if self.master.ha is None:
+            raise ValidationError("a backup is of replicated masters (--peers); a one-master cluster's state is "
+                                  "its data directory: stop the master and copy it")
+        data, index, term = await self.master.ha.backup()
+        return web.Response(body=data, content_type="application/octet-stream",
+                            headers={"X-Dcosd-Backup-Index": str(index), "X-Dcosd-Backup-Term": str(term)})
 
     async def cluster(self, request: web.Request) -> web.Response:
         self.master.require_operator(request)

@@ -88,13 +88,14 @@ def parse_peers(text: str) -> dict[str, str]:
 
 class HighAvailability:
     def __init__(self, master: Master, peers: dict[str, str], my_id: str, *, rejoin: bool = False,
-                 tick_seconds: float = 0.04) -> None:
+                 restore: bytes | None = None, tick_seconds: float = 0.04) -> None:
         if my_id not in peers:
             raise ConfigError(f"--id {my_id!r} is not one of --peers ({', '.join(sorted(peers))})")
         self.master = master
         self.peers = peers
         self.my_id = my_id
         self.rejoin = rejoin
+        self.restore = restore
         self.tick_seconds = tick_seconds
         self.transport = HttpTransport(peers, lambda: master.cluster_secret, self.cluster_id)
         self.store: RaftStore
@@ -110,7 +111,7 @@ class HighAvailability:
     def open_store(self, path: Any) -> RaftStore:
         self.store = RaftStore(path, self.my_id, list(self.peers), send=self.transport.send,
                                loop=asyncio.get_running_loop(), tick_seconds=self.tick_seconds,
-                               rejoin=self.rejoin, snapshot_threshold=SNAPSHOT_EVERY, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
+                               rejoin=self.rejoin, restore=self.restore, snapshot_threshold=SNAPSHOT_EVERY, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
         self.transport.start(self.my_id)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
         self._watch = asyncio.get_running_loop().create_task(self._watch_inbound(), name="raft-inbound-watch")
@@ -242,6 +243,11 @@ class HighAvailability:
         finally:
             self._inbound -= 1
         return resp
+
+    async def backup(self) -> tuple[bytes, int, int]:
+        """The replicated state, as applied here (after the middleware's read barrier: it holds every
+        write acknowledged before the request)."""
+        return await asyncio.to_thread(self.store.storage.backup)
 
     async def read_index(self, request: web.Request) -> web.Response:
         self.master.require_agent_secret(request)

@@ -61,6 +61,7 @@ class MasterConfig:
     peers: dict[str, str] | None = None
     node_id: str | None = None
     rejoin: bool = False
+    restore: bytes | None = None  # a backup (`dcosd cluster backup`) that seeds an empty data directory
     secret: str | None = None
     operator_token: str | None = None
     raft_tick: float = 0.04
@@ -109,7 +110,7 @@ class Master:
         self.operator_token = token if self.config.auth else None
         if self.config.peers:
             self.ha = HighAvailability(self, self.config.peers, self.config.node_id or "", rejoin=self.config.rejoin,
-                                       tick_seconds=self.config.raft_tick)
+                                       restore=self.config.restore, tick_seconds=self.config.raft_tick)
             self.store = self.ha.open_store(data / "state.db")  # type: ignore[assignment]
         else:
             self.store = StateStore(data / "state.db")

@@ -122,3 +122,32 @@ def test_a_data_directory_belongs_to_the_master_that_first_started_on_it(path: P
     assert "holds the state of master 'm1', not 'm2'" in str(refused.value)
     assert "--rejoin" in str(refused.value)
     assert _stored_hard_state(path) == (3, "m1", 0)  # nothing was changed
+
+
+def test_a_file_that_is_not_a_backup_is_refused_and_leaves_the_directory_empty(path: Path, tmp_path: Path) -> None:
+    s = _open(path)
+    with pytest.raises(StorageError, match="not a dcosd state image"):
+        s.restore_backup(b"this is not SQLite" * 100)
+    other = apsw.Connection(str(tmp_path / "other.db"))
+    other.execute("CREATE TABLE t (x)")
+    other.close()
+    with pytest.raises(StorageError):
+        s.restore_backup((tmp_path / "other.db").read_bytes())
+    assert s.is_empty() and list(tmp_path.glob("state.db.restore-*")) == []
+
+
+def test_a_backup_restores_as_the_first_snapshot_of_a_new_cluster(path: Path, tmp_path: Path) -> None:
+    s = _open(path)
+    s.write_ready(Ready(hard_state=HardState(4, "m1", 0), entries=[_submit(i, term=4) for i in (1, 2)]))
+    s.write_ready(Ready(committed_entries=[_submit(i, term=4) for i in (1, 2)]))
+    s.db.execute("INSERT INTO cluster (id, cluster_id) VALUES (1, 'old')")
+    image, index, term = s.backup()
+    assert (index, term) == (2, 4)
+    (tmp_path / "fresh").mkdir()
+    fresh = _open(tmp_path / "fresh" / "state.db")
+    assert fresh.restore_backup(image) == (2, 4)
+    state, applied = fresh.load()
+    assert applied == 2 and state.snapshot.meta.index == 2 and state.entries == () and state.hard_state.term == 4
+    assert {r[0] for r in fresh.db.execute("SELECT task_id FROM queue")} == {"t1", "t2"}
+    (cid,) = next(iter(fresh.db.execute("SELECT cluster_id FROM cluster")))
+    assert cid != "old" and len(cid) == 32

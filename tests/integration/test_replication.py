@@ -436,3 +436,57 @@ def test_a_master_that_reaches_its_peers_but_is_not_reached_says_so(tmp_path: Pa
             assert "no master has opened a raft stream" not in ha.procs[i].log()
     finally:
         ha.stop_all()
+
+
+def test_a_backup_restores_a_new_cluster_with_every_write_acknowledged_before_it(tmp_path: Path):
+    """`dcosd cluster backup` through a follower, writes after it, every master lost. Three empty
+    directories started with --restore-from the file: they elect a leader and hold exactly what was
+    acknowledged before the backup, as a new cluster (a new id: a directory of the old one is
+    refused), and take writes again."""
+    (tmp_path / "old").mkdir()
+    (tmp_path / "new").mkdir()
+    old, new = HaCluster(tmp_path / "old", env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"}), HaCluster(tmp_path / "new")
+    backup = tmp_path / "cluster.backup"
+    try:
+        old.start_all()
+        leader = old.wait_leader()
+        before = [f"before{k}" for k in range(60) if old.submit(old.ids[k % 3], f"before{k}") == 201]
+        assert len(before) == 60  # past a snapshot: the backup is not the log
+        follower = next(i for i in old.ids if i != leader)
+        cp = subprocess.run([*DCOSD, "--master", old.urls[follower], "--token", TOKEN, "cluster", "backup",
+                             str(backup)], capture_output=True, text=True, timeout=60)
+        assert cp.returncode == 0 and f"to {backup}" in cp.stdout, cp
+        for k in range(5):
+            assert old.submit(leader, f"after{k}") == 201
+        old_cluster = old.dump("m1")["cluster"]
+        old.stop_all()  # every master lost
+
+        bad = subprocess.run([*DCOSD, "master", "--data-dir", str(new.data_dir("m1")), "--peers", new.peers,
+                              "--id", "m1", "--restore-from", str(tmp_path / "missing")],
+                             capture_output=True, text=True, timeout=30)
+        assert bad.returncode == 2 and "--restore-from: cannot read" in bad.stderr, bad
+        for i in new.ids:
+            new.start(i, "--restore-from", str(backup))
+        leader = new.wait_leader(timeout=30)
+        new.wait_caught_up(new.ids)
+        for i in new.ids:
+            kept = new.queued_ids(i)
+            assert set(before) <= kept and not any(t.startswith("after") for t in kept), i
+        assert new.dump("m1")["cluster"] and new.dump("m1")["cluster"] != old_cluster
+        assert new.submit(leader, "restored") == 201
+        new.assert_kept(before + ["restored"])
+
+        new.stop("m2")  # the old cluster's m2 directory in its place: refused (another cluster)
+        shutil.rmtree(new.data_dir("m2"))
+        shutil.copytree(old.data_dir("m2"), new.data_dir("m2"))
+        stale = new.start("m2")
+        wait_for(lambda: "belongs to another cluster" in stale.log(), timeout=20, what="the old m2 refused")
+        assert "after0" not in new.queued_ids(new.wait_leader(among=("m1", "m3")))
+        # A directory that holds state is not restored over.
+        new.stop("m2")
+        again = new.start("m2", "--restore-from", str(backup))
+        wait_for(lambda: not again.alive(), timeout=30, what="--restore-from refused on a used directory")
+        assert "--restore-from needs an empty data directory" in again.log()
+    finally:
+        old.stop_all()
+        new.stop_all()

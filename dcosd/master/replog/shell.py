@@ -59,7 +59,7 @@ class RaftStore(Reads):
     def __init__(self, path: Path, node_id: str, peers: list[str], *, send: Callable[[list[Message]], None],
                  loop: asyncio.AbstractEventLoop, tick_seconds: float = 0.04,
                  election_ticks: tuple[int, int] = (10, 20), heartbeat_ticks: int = 2,
-                 snapshot_threshold: int = 5000, rejoin: bool = False,
+                 snapshot_threshold: int = 5000, rejoin: bool = False, restore: bytes | None = None,
                  on_leadership: Callable[[bool, str | None, int], None] | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.path = Path(path)
@@ -78,6 +78,11 @@ class RaftStore(Reads):
         self.storage.claim(node_id)
         if rejoin and not self.storage.is_empty():
             raise StorageError(f"--rejoin needs an empty data directory; {self.path} already holds Raft state")
+        if restore is not None:
+            if not self.storage.is_empty():
+                raise StorageError(f"--restore-from needs an empty data directory; {self.path} already holds Raft state")
+            index, term = self.storage.restore_backup(restore)
+            log.info("restored the backup: the state at index %d (term %d)", index, term)
         state, applied = self.storage.load()
         self.node = RaftNode(node_id, peers, rng=random.Random(), state=state, election_ticks=election_ticks,
                              heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,

@@ -16,7 +16,9 @@ triggers dropped meanwhile so the copy does not fire them, and leaves the raft_*
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -249,9 +251,9 @@ class RaftStorage:
             raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
         return conn
 
-    def image_of(self, pinned: apsw.Connection, index: int) -> bytes:
+    def image_of(self, pinned: apsw.Connection, index: int, scratch_name: str = "snap-out") -> bytes:
         """The pinned state as a compact database image, without the Raft tables. Any thread."""
-        scratch = self.path.with_name(f"{self.path.name}.snap-out-{index}")
+        scratch = self.path.with_name(f"{self.path.name}.{scratch_name}-{index}")
         _unlink(scratch)
         try:
             dst = apsw.Connection(str(scratch))
@@ -309,8 +311,51 @@ class RaftStorage:
         for i, p in self._images():
             if keep is None or i != keep:
                 _unlink(p)
-        for p in self.path.parent.glob(f"{self.path.name}.snap-out-*"):
-            _unlink(p)
+        for pattern in ("snap-out-*", "backup-*", "restore-*"):
+            for p in self.path.parent.glob(f"{self.path.name}.{pattern}"):
+                _unlink(p)
+
+    # -- a backup of the whole cluster (`dcosd cluster backup`, `dcosd master --restore-from`) -----
+    def backup(self) -> tuple[bytes, int, int]:
+        """The replicated state as applied now, as an image (as for a snapshot), with its index and
+        term. Any thread; the writer goes on meanwhile."""
+        pinned = self.pin_state()
+        index, term = next(iter(pinned.execute("SELECT idx, term FROM raft_applied WHERE id = 1")), (0, 0))
+        tag = f"backup-{os.getpid()}-{threading.get_native_id()}"
+        return self.image_of(pinned, index, tag), index, term
+
+    def restore_backup(self, image: bytes) -> tuple[int, int]:
+        """Seed an empty data directory with a backup, as if a leader had sent it as a snapshot: the
+        state at its index, nothing logged after. The restored cluster is a new one: it gets its own
+        id (the same on every master restored from these bytes), so masters that still hold the old
+        cluster's state are refused by it."""
+        scratch = self.path.with_name(f"{self.path.name}.restore-{os.getpid()}")
+        _unlink(scratch)
+        try:
+            scratch.write_bytes(image)
+            db = apsw.Connection(str(scratch))
+            try:
+                row = next(iter(db.execute("SELECT idx, term FROM raft_applied WHERE id = 1")), None)
+                if row is None:
+                    raise StorageError("the backup holds no replicated state (no applied index): is it a "
+                                       "file from `dcosd cluster backup`?")
+                index, term = row
+                with db:
+                    db.execute("DELETE FROM cluster")
+                    db.execute("INSERT INTO cluster (id, cluster_id) VALUES (1, ?)",
+                               (hashlib.sha256(b"restored\0" + image).hexdigest()[:32],))
+                db.execute("PRAGMA journal_mode=DELETE")
+            finally:
+                db.close()
+            data = scratch.read_bytes()
+        except apsw.Error as exc:
+            raise StorageError(f"the backup is not a dcosd state image ({type(exc).__name__}: {exc})") from exc
+        except OSError as exc:
+            raise StorageError(f"cannot restore the backup into {self.path.parent}: {exc}") from exc
+        finally:
+            _unlink(scratch)
+        self.write_ready(Ready(hard_state=HardState(term, None, index), snapshot=Snapshot(SnapshotMeta(index, term), data)))
+        return index, term
 
     def _attach_image(self, data: bytes) -> Path:
         scratch = self.path.with_name(self.path.name + ".snap-in")
