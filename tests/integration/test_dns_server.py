@@ -231,9 +231,6 @@ class FakeUpstream:
                 else:
                     up.queries += 1
 
-        self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
-        port = self.udp.get_extra_info("sockname")[1]
-
         async def tcp(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
             size = int.from_bytes(await reader.readexactly(2), "big")
             out = self.reply(await reader.readexactly(size))
@@ -242,8 +239,20 @@ class FakeUpstream:
             writer.close()
             await writer.wait_closed()
 
-        self.tcp = await asyncio.start_server(tcp, "127.0.0.1", port)
-        return port
+        # UDP and TCP on one port: the kernel picks a free UDP port, and its TCP twin may be some other
+        # process's connection right now (CI once hit it) — then take another, as DnsServer.start does.
+        for attempt in range(20):
+            self.udp, _ = await loop.create_datagram_endpoint(Udp, local_addr=("127.0.0.1", 0))
+            port = self.udp.get_extra_info("sockname")[1]
+            try:
+                self.tcp = await asyncio.start_server(tcp, "127.0.0.1", port)
+            except OSError:
+                self.udp.close()
+                if attempt == 19:
+                    raise
+                continue
+            return port
+        raise AssertionError("unreachable")
 
     async def stop(self) -> None:
         self.udp.close()
