@@ -81,6 +81,11 @@ def master_url(text: str, label: str) -> str:
     return url
 
 
+def master_urls(text: str, label: str = "--master") -> list[str]:
+    """A comma-separated list of masters (an agent's --master), each checked by master_url()."""
+    return [master_url(u, label) for u in (x.strip() for x in text.split(",")) if u]
+
+
 def url_address(url: str) -> tuple[str, str, int]:
     """(scheme, host, port) of a URL that master_url() accepted."""
     u = urlsplit(url)

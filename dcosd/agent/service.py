@@ -34,7 +34,7 @@ from dcosd.agent.executor_api import ExecutorManager
 from dcosd.agent.files_api import FilesApi
 from dcosd.agent.health import CheckTarget, HealthMonitor
 from dcosd.agent.status_updates import StatusUpdateManager
-from dcosd.config import master_url
+from dcosd.config import master_urls
 from dcosd.errors import ConfigError, DcosdError
 from dcosd.executor.base import ExecutorBackend, LaunchFailed, LaunchRequest, TaskEnded
 from dcosd.httputil import check_token, make_app
@@ -80,7 +80,7 @@ class Agent:
         self.config = config
         # Any master of the cluster (comma-separated list): followers redirect to the leader; on
         # failure the agent tries the next one.
-        self.masters = [master_url(u, "--master") for u in (x.strip() for x in config.master.split(",")) if u]
+        self.masters = master_urls(config.master)
         if not self.masters:
             raise ConfigError("--master: give the URL of at least one master")
         self._next_master = 0

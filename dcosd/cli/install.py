@@ -113,11 +113,9 @@ def install_agent(master_url: str, secret_file: Path | None, listen: str | None,
         raise click.UsageError(f"--secret-file {secret_file} does not exist")
     settings = _settings(agent, {"master": master_url, "secret_file": str(secret_file), "listen": listen,
                                  "backend": backend}, extra)
-    from dcosd.config import master_url as checked_url
+    from dcosd.config import master_urls
 
-    for url in settings["master"].split(","):
-        if url.strip():
-            checked_url(url, "--master")
+    master_urls(settings["master"])  # refused now, not by a service that then fails to start
     do_install("agent", settings, binary)
 
 
