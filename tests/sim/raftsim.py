@@ -61,6 +61,7 @@ class SimConfig:
     p_crash_after_commit: float = 0.0  # a leader dies right after sending a new commit index
     p_propose: float = 0.3  # per tick
     p_read: float = 0.05  # per tick
+    p_transfer: float = 0.0  # per tick: the leader is asked to hand leadership to a follower
     snapshot_threshold: int = 20
     max_append_entries: int = 8
     # The production shell's order for leaders (see Sim._handle): appends/heartbeats before the fsync.
@@ -101,6 +102,7 @@ class SimConfig:
             p_crash_early=r.choice([0.0, 0.02, 0.1]),
             eager_commit=r.random() < 0.5,
             follower_apply_batch=r.choice([1, 1, 4, 32]),
+            p_transfer=r.choice([0.0, 0.0, 0.01, 0.05]),
         )
 
 
@@ -240,6 +242,8 @@ class Sim:
             self._client_propose(r.randint(1, 3))
         if cfg.p_read and r.random() < cfg.p_read:
             self._client_read()
+        if cfg.p_transfer and r.random() < cfg.p_transfer:
+            self._transfer_leadership()
 
     def _repartition(self) -> None:
         r = self.rng
@@ -338,11 +342,25 @@ class Sim:
         self.reads[self.read_counter] = self.max_acked
         self._handle(sn)
 
+    def _transfer_leadership(self) -> None:
+        lead = [sn for sn in self.nodes.values() if sn.raft is not None and sn.raft.role == Role.LEADER]
+        if not lead:
+            return
+        sn = self.rng.choice(lead)
+        to = self.rng.choice([None, *sn.raft.others])
+        try:
+            chosen = sn.raft.transfer_leadership(to)
+        except (NotLeader, ValueError):
+            return
+        self.trace.append(f"t{self.now} transfer {sn.id} -> {chosen}")
+        self._handle(sn)
+
     def _heal(self) -> None:
         self.healed_at = self.now  # liveness_report.py: how long the liveness phase took
         self.blocked = set()
         self.cfg.drop = self.cfg.dup = 0.0
         self.cfg.p_crash_in_ready = self.cfg.p_crash_leader = self.cfg.p_crash_after_commit = 0.0
+        self.cfg.p_transfer = 0.0
         self.cfg.p_crash_early = 0.0
         for sn in self.nodes.values():
             if sn.raft is None:
@@ -365,7 +383,10 @@ class Sim:
                 # a client retries with a new command when the leader it used is gone
                 self.cmd_counter += 1
                 cmd = b"final%d" % self.cmd_counter
-                p = lead[0].raft.propose(cmd)
+                try:
+                    p = lead[0].raft.propose(cmd)
+                except NotLeader:  # it is handing leadership over (a transfer from before the heal)
+                    continue
                 final = (cmd, p.term)
                 self.proposals[lead[0].id][p.index] = (p.term, cmd)
                 self._handle(lead[0])

@@ -455,3 +455,128 @@ def test_a_change_of_term_drops_held_appends():
     msgs(b)
     b.step(to_b[1])  # from the old term now: answered with b's term, never appended
     assert b.log.last_index() == 1
+
+
+# -- leadership transfer (thesis §3.10) -------------------------------------------------------------
+
+def test_transfer_to_an_up_to_date_follower_makes_it_leader_without_an_election_timeout():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    a.propose(b"w1")
+    net.settle()
+    assert a.transfer_leadership("c") == "c"
+    sent = [m for m in a.msgs]
+    assert [(m.type, m.to) for m in sent] == [(MsgType.TIMEOUT_NOW, "c")]
+    net.settle()  # no tick: nobody's election timer runs out
+    assert (c.role, c.term, a.leader, b.leader) == (Role.LEADER, 2, "c", "c")
+    assert a.transferee is None and a.role == Role.FOLLOWER
+    c.propose(b"w2")
+    net.settle()
+    assert [e.data for e in net.applied["a"] if e.kind == EntryKind.NORMAL] == [b"w1", b"w2"]
+
+
+def test_without_the_transfer_flag_the_others_keep_their_live_leader():
+    # What the flag is for: check-quorum's stickiness ignores a vote request from a peer while the
+    # leader was heard from within an election timeout.
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    b.step(Message(MsgType.VOTE, "c", "b", 2, log_term=1, index=1))
+    assert msgs(b) == [] and b.term == 1
+    b.step(Message(MsgType.VOTE, "c", "b", 2, log_term=1, index=1, transfer=True))
+    (m,) = msgs(b)
+    assert (m.type, m.reject, b.term, b.vote) == (MsgType.VOTE_RESP, False, 2, "c")
+
+
+def test_a_lagging_transferee_is_caught_up_first_and_proposals_wait_meanwhile():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    net.cut = {"c"}
+    for k in range(3):
+        a.propose(b"w%d" % k)
+    net.settle()
+    net.cut = set()
+    assert a.transfer_leadership("c") == "c"
+    with pytest.raises(NotLeader, match="handing leadership to master c"):
+        a.propose(b"late")
+    assert all(m.type != MsgType.TIMEOUT_NOW for m in msgs(a))  # not before it holds our whole log
+    for _ in range(a.election_lo - 1):  # the next heartbeat finds the appends c lost, then it catches up
+        net.tick()
+        if c.role == Role.LEADER:
+            break
+    assert (c.role, c.term, a.leader) == (Role.LEADER, 2, "c")
+    assert [e.data for e in net.applied["c"] if e.kind == EntryKind.NORMAL] == [b"w0", b"w1", b"w2"]
+
+
+def test_a_transfer_to_a_dead_follower_is_dropped_after_an_election_timeout():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    net.cut = {"c"}
+    a.transfer_leadership("c")
+    for _ in range(a.election_lo - 1):
+        a.tick()
+        net.settle()
+        assert a.transferee == "c"
+    a.tick()
+    net.settle()
+    assert a.transferee is None and a.role == Role.LEADER and a.term == 1
+    a.propose(b"after")  # taken again
+    net.settle()
+    assert b.log.last_index() == a.log.last_index()
+
+
+def test_transfer_needs_a_leader_and_a_master_that_can_take_over():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    with pytest.raises(NotLeader):
+        b.transfer_leadership("c")
+    net.elect("a")
+    with pytest.raises(ValueError, match="not one of the masters"):
+        a.transfer_leadership("z")
+    assert a.transfer_leadership("a") == "a" and a.transferee is None and not a.msgs
+    assert a.transfer_leadership(None) in ("b", "c")
+    s = RaftNode("s", ["s"], rng=random.Random(1))
+    while s.role != Role.LEADER:
+        s.tick()
+    drain(s)
+    with pytest.raises(ValueError, match="no other master"):
+        s.transfer_leadership()
+
+
+def test_timeout_now_from_anyone_but_the_current_leader_is_ignored():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    b.step(Message(MsgType.TIMEOUT_NOW, "c", "b", 1))  # c is not b's leader
+    assert msgs(b) == [] and b.role == Role.FOLLOWER and b.term == 1
+    b.step(Message(MsgType.TIMEOUT_NOW, "a", "b", 0))  # an old term's
+    assert all(m.type != MsgType.VOTE for m in msgs(b)) and b.term == 1
+    b.step(Message(MsgType.TIMEOUT_NOW, "a", "b", 1))
+    votes = msgs(b)
+    assert b.role == Role.CANDIDATE and b.term == 2
+    assert {(m.type, m.to, m.transfer) for m in votes} == {(MsgType.VOTE, "a", True), (MsgType.VOTE, "c", True)}
+
+
+def test_the_transferee_is_the_follower_with_the_longest_log():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    net.cut = {"b"}
+    a.propose(b"w")
+    net.settle()
+    net.cut = {"b"}  # b stays behind
+    assert a.transfer_leadership() == "c"
+
+
+def test_a_lost_timeout_now_is_sent_again_with_the_next_heartbeat_answer():
+    a, b, c = (node(i) for i in IDS)
+    net = Net(a, b, c)
+    net.elect("a")
+    a.transfer_leadership("c")
+    assert [m.type for m in msgs(a)] == [MsgType.TIMEOUT_NOW]  # drained, never delivered: lost
+    for _ in range(a.heartbeat_ticks):
+        net.tick()
+    assert (c.role, c.term, a.leader) == (Role.LEADER, 2, "c")

@@ -21,7 +21,7 @@ def _random_message(rng: random.Random) -> Message:
     return Message(t, rng.choice(ids), rng.choice(ids), rng.randrange(1 << 50), log_term=rng.randrange(1 << 30),
                    index=rng.randrange(1 << 50), entries=entries, commit=rng.randrange(1 << 50),
                    reject=rng.random() < 0.3, reject_hint=rng.randrange(1 << 40), seq=rng.randrange(1 << 60),
-                   snapshot=snapshot, rejoin=rng.random() < 0.2)
+                   snapshot=snapshot, rejoin=rng.random() < 0.2, transfer=rng.random() < 0.2)
 
 
 @pytest.mark.parametrize("seed", range(200))

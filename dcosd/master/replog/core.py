@@ -1,11 +1,13 @@
 """The Raft core: one node as a pure state machine. No I/O, no clock, no randomness but ``rng``.
 
 Inputs: ``tick()`` (one beat of a monotonic clock), ``step(message)``, ``propose(data)``,
-``read_index(request_id)``, ``compact(index, data)``. Outputs: ``ready()`` returns a ``Ready``
-the shell handles in the documented order, then calls ``advance(ready)``. See DESIGN.md.
+``read_index(request_id)``, ``compact(index, data)``, ``transfer_leadership(to)``. Outputs:
+``ready()`` returns a ``Ready`` the shell handles in the documented order, then calls
+``advance(ready)``. See DESIGN.md.
 
 Follows the Raft paper and thesis (Ongaro 2014) with etcd/raft's engineering: pre-vote (§9.6),
-check-quorum, leader no-op, read index (§6.4), fast backtracking by conflict term, flow control.
+check-quorum, leader no-op, read index (§6.4), fast backtracking by conflict term, flow control,
+leadership transfer (§3.10).
 """
 
 from __future__ import annotations
@@ -95,6 +97,8 @@ class RaftNode:
         self._ready_out: Ready | None = None
         self._handed_out_at = 0  # the tick (self._ticks) at which committed entries were last handed out
         self._apply_until = 0  # apply_now(): hand out entries at once until applied reaches this
+        self.transferee: str | None = None  # leader: handing leadership to this follower; no proposals meanwhile
+        self._transfer_ticks = 0
         self._reset_timeouts()
 
     # -- inputs ---------------------------------------------------------------------------------
@@ -116,6 +120,10 @@ class RaftNode:
             elif self.election_elapsed >= self.randomized_timeout:
                 self._campaign(pre=self.pre_vote)
             return
+        if self.transferee is not None:
+            self._transfer_ticks += 1
+            if self._transfer_ticks >= self.election_lo:
+                self.transferee = None  # it did not take over within an election timeout: lead on
         if self.election_elapsed >= self.election_lo:
             self.election_elapsed = 0
             if self.check_quorum:
@@ -146,6 +154,8 @@ class RaftNode:
         self._check_idle()
         if self.role != Role.LEADER:
             raise NotLeader(leader=self.leader)
+        if self.transferee is not None:  # the transferee must catch up with a log that stops growing
+            raise NotLeader(f"handing leadership to master {self.transferee}", leader=None)
         first = self.log.last_index() + 1
         ents = [Entry(self.term, first + k, d) for k, d in enumerate(datas)]
         self.log.append(ents)
@@ -165,6 +175,33 @@ class RaftNode:
             return
         self._pending_reads.append((request_id, self.log.committed, self.hb_seq + 1))
         self._read_bcast = True
+
+    def transfer_leadership(self, to: str | None = None) -> str:
+        """Hand leadership to ``to`` (None: the follower with the longest log): stop taking proposals,
+        bring it up to date, then tell it to campaign at once (TIMEOUT_NOW). Returns the transferee.
+        Leadership moves when its election wins; the transfer is dropped after an election timeout
+        without it (``transferee`` back to None), and proposals are taken again. Raises NotLeader, or
+        ValueError for a master that cannot take over."""
+        self._check_idle()
+        if self.role != Role.LEADER:
+            raise NotLeader(leader=self.leader)
+        if to == self.id:
+            return to
+        if to is None:
+            ready = [p for p, pr in self.progress.items() if not pr.rejoining]
+            if not ready:
+                raise ValueError("no other master can take over")
+            to = max(ready, key=lambda p: (self.progress[p].match, p))
+        elif to not in self.progress:
+            raise ValueError(f"{to!r} is not one of the masters ({', '.join(self.peers)})")
+        elif self.progress[to].rejoining:
+            raise ValueError(f"master {to} is rejoining (a replacement still catching up); it cannot lead yet")
+        self.transferee, self._transfer_ticks = to, 0
+        if self.progress[to].match == self.log.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, self.id, to, self.term))
+        else:
+            self._dirty[to] = self._dirty.get(to, False)  # send what it lacks; TIMEOUT_NOW once it matches
+        return to
 
     def apply_now(self, up_to: int) -> None:
         """Hand out committed entries at once, batch or not, until ``up_to`` is applied (a read waits
@@ -191,7 +228,7 @@ class RaftNode:
             self._send(Message(MsgType.TERM_PROBE_RESP, self.id, m.frm, self.term))
             return
         if m.term > self.term:
-            if m.type in (MsgType.PRE_VOTE, MsgType.VOTE):
+            if m.type in (MsgType.PRE_VOTE, MsgType.VOTE) and not m.transfer:
                 if self.check_quorum and self.leader is not None and self.election_elapsed < self.election_lo:
                     return  # we heard from a live leader recently: do not let a stray node disrupt it
             if m.type == MsgType.PRE_VOTE or (m.type == MsgType.PRE_VOTE_RESP and not m.reject):
@@ -213,6 +250,10 @@ class RaftNode:
                 self._leader_handle_response(m)
         elif self.role in (Role.PRE_CANDIDATE, Role.CANDIDATE) and m.type not in _FROM_LEADER:
             self._handle_vote_response(m)
+        elif m.type == MsgType.TIMEOUT_NOW:
+            # Our leader hands over: campaign now, skipping pre-vote (it asked; the others will hear it).
+            if m.frm == self.leader and self.role == Role.FOLLOWER and not self.rejoining:
+                self._campaign(pre=False, transfer=True)
         elif m.type in _FROM_LEADER:
             if self.role != Role.FOLLOWER:
                 self._become_follower(m.term, m.frm)
@@ -293,7 +334,7 @@ class RaftNode:
         st = {"id": self.id, "role": self.role.value, "term": self.term, "vote": self.vote,
               "leader": self.leader, "commit": lg.committed, "applied": lg.applied,
               "last_index": lg.last_index(), "snapshot_index": lg.offset, "rejoining": self.rejoining,
-              "followers": {}}
+              "transferee": self.transferee, "followers": {}}
         if self.role == Role.LEADER:
             last = lg.last_index()
             st["followers"] = {p: {"match": pr.match, "next": pr.next, "state": pr.state.name.lower(),
@@ -331,8 +372,9 @@ class RaftNode:
         self._reads_waiting_commit = []
         self._read_bcast = False
         self.votes = {}
+        self.transferee = None
 
-    def _campaign(self, pre: bool) -> None:
+    def _campaign(self, pre: bool, transfer: bool = False) -> None:
         if pre:
             self.role = Role.PRE_CANDIDATE
             term, mtype = self.term + 1, MsgType.PRE_VOTE
@@ -350,7 +392,7 @@ class RaftNode:
             return
         last_index, last_term = self.log.last_index(), self.log.last_term()
         for p in self.others:
-            self._send(Message(mtype, self.id, p, term, log_term=last_term, index=last_index))
+            self._send(Message(mtype, self.id, p, term, log_term=last_term, index=last_index, transfer=transfer))
 
     def _become_leader(self) -> None:
         self.role = Role.LEADER
@@ -488,6 +530,8 @@ class RaftNode:
             if m.seq > self.acked_seq[m.frm]:
                 self.acked_seq[m.frm] = m.seq
                 self._release_reads()
+            if m.frm == self.transferee and pr.match == self.log.last_index():
+                self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))  # the first one was lost?
             if pr.state == PrState.PROBE:
                 pr.probe_sent = False
             elif pr.state == PrState.REPLICATE and pr.is_paused():
@@ -513,6 +557,8 @@ class RaftNode:
             pr.become_replicate()
         else:
             pr.free_to(m.index)
+        if m.frm == self.transferee and pr.match == self.log.last_index():
+            self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))  # it is up to date: go
         if self._maybe_commit():
             self._tell_commit()
         else:  # more to send, or at least tell it the commit index it has not seen

@@ -38,6 +38,7 @@ class MsgType(enum.IntEnum):
     SNAPSHOT = 9
     TERM_PROBE = 10
     TERM_PROBE_RESP = 11
+    TIMEOUT_NOW = 12  # leader to the follower it hands leadership to: campaign now (thesis §3.10)
 
 
 class EntryKind(enum.IntEnum):
@@ -104,6 +105,9 @@ class Message:
     snapshot: Snapshot | None = None
     # From a follower: "my disk was wiped, I am rejoining". From a leader: "I have reset your progress".
     rejoin: bool = False
+    # On a VOTE: the leader asked for this election (TIMEOUT_NOW), so a peer that heard from that leader
+    # a moment ago votes all the same instead of keeping it (check-quorum's leader stickiness).
+    transfer: bool = False
 
 
 @dataclass(frozen=True, slots=True)

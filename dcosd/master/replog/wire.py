@@ -22,7 +22,7 @@ import struct
 from .messages import Entry, EntryKind, Message, MsgType, Snapshot, SnapshotMeta
 
 VERSION = 1
-_REJECT, _REJOIN, _SNAPSHOT = 1, 2, 4
+_REJECT, _REJOIN, _SNAPSHOT, _TRANSFER = 1, 2, 4, 8
 _HEAD = struct.Struct("<BBHHQQQQQQI")
 _ENTRY = struct.Struct("<QQBI")
 _SNAP = struct.Struct("<QQQ")
@@ -38,7 +38,8 @@ def encode_frame(messages: list[Message]) -> bytes:
     out = [bytes((VERSION,))]
     for m in messages:
         frm, to = m.frm.encode(), m.to.encode()
-        flags = (_REJECT if m.reject else 0) | (_REJOIN if m.rejoin else 0) | (_SNAPSHOT if m.snapshot else 0)
+        flags = ((_REJECT if m.reject else 0) | (_REJOIN if m.rejoin else 0) | (_SNAPSHOT if m.snapshot else 0)
+                 | (_TRANSFER if m.transfer else 0))
         out.append(_HEAD.pack(int(m.type), flags, len(frm), len(to), m.term, m.log_term, m.index, m.commit,
                               m.reject_hint, m.seq, len(m.entries)))
         out.append(frm)
@@ -92,5 +93,6 @@ def _decode(buf: memoryview) -> list[Message]:
             raise WireError("raft frame ends inside a message")
         out.append(Message(_TYPES[t], frm, to, term, log_term=log_term, index=index, entries=tuple(entries),
                            commit=commit, reject=bool(flags & _REJECT), reject_hint=hint, seq=seq,
-                           snapshot=snapshot, rejoin=bool(flags & _REJOIN)))
+                           snapshot=snapshot, rejoin=bool(flags & _REJOIN),
+                           transfer=bool(flags & _TRANSFER)))
     return out
