@@ -59,6 +59,7 @@ class OperatorApi:
             web.get(f"{p}/nodes/{{agent_id}}", self.show_node),
             web.get(f"{p}/cluster", self.cluster),
             web.get(f"{p}/cluster/backup", self.cluster_backup),
+            web.post(f"{p}/cluster/leader", self.transfer_leader),
         ]
 
     async def health(self, request: web.Request) -> web.Response:
@@ -189,6 +190,20 @@ class OperatorApi:
         data, index, term = await self.master.ha.backup()
         return web.Response(body=data, content_type="application/octet-stream",
                             headers={"X-Dcosd-Backup-Index": str(index), "X-Dcosd-Backup-Term": str(term)})
+
+    async def transfer_leader(self, request: web.Request) -> web.Response:
+        """``{"to": "m2"}`` (or ``{}``: the follower with the longest log) — reached on the leader (a
+        follower answers 307 to it, as for any write). Answers once the new leader leads."""
+        self.master.require_operator(request)
+        if self.master.ha is None:
+            raise ValidationError("a one-master cluster has no other master to hand leadership to")
+        body = await read_json(request) if request.body_exists else {}
+        if not isinstance(body, dict) or set(body) - {"to"}:
+            raise ValidationError('expected {"to": "<master id>"} or {}')
+        to = body.get("to")
+        if to is not None and not isinstance(to, str):
+            raise ValidationError('"to" must be a master id')
+        return json_response(await self.master.ha.transfer_leadership(to))
 
     async def cluster(self, request: web.Request) -> web.Response:
         self.master.require_operator(request)

@@ -26,7 +26,7 @@ import aiohttp
 from aiohttp import web
 
 from dcosd.config import master_url, url_address
-from dcosd.errors import ConfigError, NotLeader, Unavailable
+from dcosd.errors import ConfigError, DcosdError, NotLeader, Unavailable, ValidationError
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import RaftStore
 from dcosd.master.replog.transport import (
@@ -47,6 +47,13 @@ log = logging.getLogger(__name__)
 READ_INDEX_PATH = "/dcosd/internal/v1/read-index"
 # Compact the log into a snapshot after this many applied entries (tests lower it).
 SNAPSHOT_EVERY = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_EVERY", "10000"))
+# How long a leader waits for another master to take over (the core itself gives up on a transfer
+# after an election timeout, 0.4 s; this also covers the new leader's first append reaching us).
+HANDOVER_TIMEOUT = 5.0
+# A write that arrives during an election (no leader known, or this master just won and has not applied
+# its no-op) waits up to this long for its outcome before it is refused with 503: most elections are
+# over within one election timeout (0.4-0.8 s).
+ELECTION_WAIT = 1.0
 # A master that reaches its peers while none of them has reached it for this long says so.
 INBOUND_GRACE = float(os.environ.get("DCOSD_RAFT_INBOUND_GRACE", "20"))
 # Answered by every master from its own state, leader or not.
@@ -104,7 +111,7 @@ class HighAvailability:
         self._http: aiohttp.ClientSession | None = None
         self.leadership_listeners: list[Any] = []  # called with no argument on any change of leader or term
         self._refused_at: dict[str, float] = {}  # peer address -> when its other cluster was last logged
-        self._inbound = 0  # raft streams other masters opened to this one, open now
+        self._inbound: set[FrameReader] = set()  # raft streams other masters opened to this one, open now
         self._watch: asyncio.Task | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -136,12 +143,37 @@ class HighAvailability:
                             now - alone_since, ", ".join(reached), self.peers[self.my_id])
                 alone_since = now  # again after as long, while it lasts
 
+    async def hand_over(self) -> None:
+        """Before a graceful stop: a leading master hands leadership to the follower with the longest log,
+        so writes pause for a round trip and an election instead of an election timeout (etcd does the
+        same on SIGTERM). If none takes over, the others elect a leader once this one is gone."""
+        store = getattr(self, "store", None)
+        if store is None or not store.is_leader or len(self.peers) == 1:
+            return
+        try:
+            new = await store.transfer_leadership(None, timeout=HANDOVER_TIMEOUT)
+            log.info("handed leadership to master %s before stopping", new)
+        except DcosdError as exc:
+            log.warning("could not hand leadership over before stopping (%s); the other masters elect a leader "
+                        "once this one is gone", exc)
+
+    async def transfer_leadership(self, to: str | None) -> dict[str, Any]:
+        """``dcosd cluster transfer-leader``: move leadership to master ``to`` (None: the follower with the
+        longest log), e.g. before maintenance of the leader's machine."""
+        if to is not None and to not in self.peers:
+            raise ValidationError(f"no master {to!r}; the masters are {', '.join(sorted(self.peers))}")
+        previous = self.my_id
+        new = await self.store.transfer_leadership(to, timeout=HANDOVER_TIMEOUT)
+        return {"leader": new, "leader_url": self.peers.get(new), "previous": previous, "term": self.store.term}
+
     async def stop(self) -> None:
         if self._pending is not None:
             self._pending.cancel()
         if self._watch is not None:
             self._watch.cancel()
         await self.transport.stop()
+        for reader in list(self._inbound):  # end the peers' streams: their handlers would hold the HTTP
+            reader.feed_eof()               # server's shutdown for its whole timeout
         if self._http is not None:
             await self._http.close()
 
@@ -237,11 +269,11 @@ class HighAvailability:
         await resp.prepare(request)
         reader = FrameReader(self.store.step, request.remote or "?")
         request.protocol.set_parser(reader)  # type: ignore[union-attr,arg-type]
-        self._inbound += 1
+        self._inbound.add(reader)
         try:
             await reader.done
         finally:
-            self._inbound -= 1
+            self._inbound.discard(reader)
         return resp
 
     async def backup(self) -> tuple[bytes, int, int]:
@@ -290,6 +322,11 @@ class HighAvailability:
             if not stale:
                 await self.barrier()
             return await handler(request)
+        handover = self.store.handover
+        if handover is not None:  # wait for it: then this master leads on, or the write goes to the new leader
+            await asyncio.shield(handover)
+        if not self.store.is_leader and (self.store.leader is None or self.store.leader == self.my_id):
+            await self.store.wait_for_leader(ELECTION_WAIT)
         if not self.store.is_leader:
             url = self.leader_url()
             if url is None or self.store.leader == self.my_id:

@@ -165,6 +165,8 @@ class Master:
         self.agents.close_all()
 
     async def stop(self) -> None:
+        if self.ha is not None:
+            await self.ha.hand_over()  # while this master still serves: writes meanwhile go to the new leader
         if hasattr(self, "vips"):
             await self.vips.stop()
         if hasattr(self, "discovery"):

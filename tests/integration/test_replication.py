@@ -490,3 +490,110 @@ def test_a_backup_restores_a_new_cluster_with_every_write_acknowledged_before_it
     finally:
         old.stop_all()
         new.stop_all()
+
+
+class _Writer:
+    """A client writing one task at a time through every master in turn (followers redirect), recording
+    what was acknowledged and what was refused; a master that is gone is skipped (not a refusal)."""
+
+    def __init__(self, ha: HaCluster, prefix: str) -> None:
+        self.ha, self.prefix = ha, prefix
+        self.acked: list[str] = []
+        self.refused: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            via, tid = self.ha.ids[n % len(self.ha.ids)], f"{self.prefix}{n}"
+            try:
+                code = self.ha.submit(via, tid)
+            except OSError:
+                continue
+            if code == 201:
+                self.acked.append(tid)
+            else:
+                self.refused.append((via, code))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+def test_transfer_leader_hands_leadership_to_the_named_master(ha: HaCluster):
+    """`dcosd cluster transfer-leader --to X`: X leads in the next term, elected at once (the others
+    vote for it although their leader is alive, because that leader asked); a writer going on meanwhile
+    loses nothing and is refused at most once (a write whose proposal waited for the transfer). A master
+    that cannot take over is refused, and the leader leads on."""
+    ha.start_all()
+    leader = ha.wait_leader()
+    term = ha.status(leader)["term"]
+    to, other = [i for i in ha.ids if i != leader]
+
+    def transfer(*args: str, via: str = other) -> subprocess.CompletedProcess:
+        return subprocess.run([*DCOSD, "--master", ha.urls[via], "--token", TOKEN, "cluster", "transfer-leader",
+                               *args], capture_output=True, text=True, timeout=30)
+
+    w = _Writer(ha, "t")
+    try:
+        wait_for(lambda: len(w.acked) >= 20, timeout=20, what="writes before the transfer")
+        cp = transfer("--to", to)  # through a follower: redirected to the leader
+        assert cp.returncode == 0, cp.stderr
+        assert cp.stdout.strip().startswith(f"leadership moved from master {leader} to master {to} at {ha.urls[to]}")
+        assert ha.wait_leader() == to and ha.status(to)["term"] == term + 1
+        before = len(w.acked)
+        wait_for(lambda: len(w.acked) >= before + 20, timeout=20, what="writes acknowledged by the new leader")
+    finally:
+        w.stop()
+    assert len(w.refused) <= 1, w.refused
+
+    cp = transfer("--to", to, via=leader)
+    assert cp.returncode == 0 and f"master {to} leads already" in cp.stdout, cp.stdout + cp.stderr
+    cp = transfer("--json", via=to)  # no --to: the follower with the longest log; and back with --json
+    assert cp.returncode == 0, cp.stderr
+    moved = json.loads(cp.stdout)
+    assert moved["previous"] == to and moved["leader"] in (leader, other) and moved["term"] == term + 2
+    assert ha.wait_leader() == moved["leader"]
+    cp = transfer("--to", to, via=moved["leader"])
+    assert cp.returncode == 0 and ha.wait_leader() == to and ha.status(to)["term"] == term + 3, cp.stderr
+    cp = transfer("--to", "m9")
+    assert cp.returncode != 0 and "no master 'm9'; the masters are m1, m2, m3" in cp.stderr
+    assert "Traceback" not in cp.stderr
+    ha.stop(other)  # a master that is down cannot take over: the transfer is dropped
+    cp = transfer("--to", other, via=to)
+    assert cp.returncode != 0 and f"master {other} did not take over" in cp.stderr, cp.stdout + cp.stderr
+    assert "Traceback" not in cp.stderr
+    assert ha.wait_leader((to, leader)) == to and ha.status(to)["term"] == term + 3
+    assert ha.submit(leader, "after-the-refusal") == 201  # and the leader takes writes again
+    ha.start(other)
+    ha.assert_kept([*w.acked, "after-the-refusal"])
+
+
+def test_a_leader_stopped_with_sigterm_hands_over_before_it_exits(ha: HaCluster):
+    """systemctl stop of the leading master: it hands leadership to a follower before it stops serving,
+    so the others need not wait an election timeout for a leader (bench/failover.py --stop: ~15 ms to
+    the first write acknowledged, against ~500 ms after kill -9). The follower it names leads in the
+    next term; a writer going on meanwhile loses nothing and is refused at most once."""
+    ha.start_all()
+    leader = ha.wait_leader()
+    term = ha.status(leader)["term"]
+    w = _Writer(ha, "s")
+    try:
+        wait_for(lambda: len(w.acked) >= 20, timeout=20, what="writes before the stop")
+        ha.stop(leader)
+        log = ha.procs[leader].log()
+        handed = [ln for ln in log.splitlines() if "handed leadership to master" in ln]
+        assert handed, log[-3000:]
+        new = handed[0].rsplit("master ", 1)[1].split()[0]
+        survivors = tuple(i for i in ha.ids if i != leader)
+        assert new in survivors and ha.wait_leader(survivors) == new and ha.status(new)["term"] == term + 1
+        before = len(w.acked)
+        wait_for(lambda: len(w.acked) >= before + 20, timeout=20, what="writes acknowledged by the new leader")
+    finally:
+        w.stop()
+    assert len(w.refused) <= 1, w.refused
+    ha.start(leader)
+    ha.assert_kept(w.acked)

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from dcosd import codec
-from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable
+from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable, ValidationError
 from dcosd.master.state.checkpoint import Checkpointer
 from dcosd.master.state.store import Reads, migrate, open_db
 
@@ -101,6 +101,7 @@ class RaftStore(Reads):
         self._proposals: list[tuple[bytes, asyncio.Future]] = []
         self._inbox: list[Message] = []
         self._read_requests: list[asyncio.Future] = []
+        self._transfers: list[tuple[str | None, asyncio.Future]] = []
         self._ticks_due = 0
         self._imaging: threading.Thread | None = None  # a snapshot being taken beside the writer
         self._compact_due: tuple[int, bytes] | None = None
@@ -110,6 +111,10 @@ class RaftStore(Reads):
         self._reads: dict[int, asyncio.Future] = {}
         self._read_seq = 0
         self._announced: tuple[bool, str | None, int] = (False, None, -1)
+        self._watchers: list[asyncio.Future] = []  # woken at every change of leadership, and every tick
+        # Set while this master hands leadership over; done when that ended, either way (ha.py's
+        # middleware holds writes until then, so they go to whoever leads afterwards).
+        self.handover: asyncio.Future | None = None
         self._outstanding = False  # a Ready is between ready() and advance() (being written on the disk thread)
         self._pump_handle: asyncio.Handle | None = None
         self._closed = False
@@ -162,6 +167,67 @@ class RaftStore(Reads):
         except TimeoutError:
             raise Unavailable(f"this master has not caught up to index {index} yet") from None
 
+    async def transfer_leadership(self, to: str | None, timeout: float = 5.0) -> str:
+        """Hand leadership to master ``to`` (None: the follower with the longest log) and wait until a
+        master other than this one leads; return its id (``to``, unless an election elsewhere won first).
+
+        The core stops taking proposals, brings ``to`` up to date and tells it to campaign at once:
+        writes pause for a round trip and an election, not for an election timeout. Proposals that arrive
+        meanwhile wait (they are never proposed here: a new leader answers them). Raises NotLeader,
+        ValidationError for a master that cannot lead, Unavailable when it did not take over (the core
+        drops a transfer after an election timeout; this master then leads on)."""
+        if self._closed or self._failed is not None:
+            raise StorageError("state store is closed")
+        started: asyncio.Future = self.loop.create_future()
+        self._transfers.append((to, started))
+        self._schedule()
+        chosen = await started
+        if chosen == self.node_id:
+            return chosen
+        own = self.handover is None
+        if own:
+            self.handover = self.loop.create_future()
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if self.leader is not None and self.leader != self.node_id:
+                        return self.leader
+                    if self.node.role == Role.LEADER and self.node.transferee is None:
+                        raise Unavailable(f"master {chosen} did not take over within an election timeout (is it "
+                                          f"up, reachable and caught up?); {self.node_id} still leads")
+                    if self._closed or self._failed is not None:
+                        raise StorageError("state store is closed")
+                    change: asyncio.Future = self.loop.create_future()
+                    self._watchers.append(change)
+                    await change
+        except TimeoutError:
+            raise Unavailable(f"no master took over from {self.node_id} within {timeout:g}s") from None
+        finally:
+            if own and self.handover is not None:
+                self.handover.set_result(None)
+                self.handover = None
+
+    async def wait_for_leader(self, timeout: float) -> None:
+        """Wait (up to ``timeout``) until this master leads and has applied its no-op, or knows another
+        master that leads: while an election is on, or just won, a write waits for it instead of being
+        refused."""
+        try:
+            async with asyncio.timeout(timeout):
+                while not (self.is_leader or (self.leader is not None and self.leader != self.node_id)):
+                    if self._closed:
+                        return
+                    change: asyncio.Future = self.loop.create_future()
+                    self._watchers.append(change)
+                    await change
+        except TimeoutError:
+            pass
+
+    def _wake_watchers(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for fut in watchers:
+            if not fut.done():
+                fut.set_result(None)
+
     def status(self) -> dict[str, Any]:
         return self.node.status()
 
@@ -174,7 +240,7 @@ class RaftStore(Reads):
             self._pump_handle.cancel()
         closed = StorageError("state store is closed")
         for fut in [f for _, f in self._proposals] + [f for _, f in self._waiting.values()] + \
-                self._read_requests + list(self._reads.values()):
+                self._read_requests + list(self._reads.values()) + [f for _, f in self._transfers] + self._watchers:
             self._settle(fut, closed, False)
         self._disk.put(None)
         self._disk_thread.join(timeout=10)
@@ -198,6 +264,8 @@ class RaftStore(Reads):
         self._tick_handle = self.loop.call_later(self.tick_seconds, self._on_tick)
         self._ticks_due += 1
         self._schedule()
+        if self._watchers:
+            self._wake_watchers()
         deadlines, now = self._deadlines, self.loop.time()
         while deadlines and (deadlines[0][1].done() or deadlines[0][0] <= now):
             _, fut = deadlines.popleft()
@@ -233,8 +301,21 @@ class RaftStore(Reads):
                     self._reads[self._read_seq] = fut
                 except NotLeader as exc:
                     self._settle(fut, exc, False)
-            proposals, self._proposals = self._proposals, []
+            transfers, self._transfers = self._transfers, []
+            for to, fut in transfers:
+                try:
+                    self._settle(fut, node.transfer_leadership(to), True)
+                    if node.transferee is not None:
+                        log.info("handing leadership to master %s", node.transferee)
+                except NotLeader as exc:
+                    self._settle(fut, exc, False)
+                except ValueError as exc:
+                    self._settle(fut, ValidationError(str(exc)), False)
+            # While leadership is being handed over, proposals wait here, never proposed: the core
+            # refuses them so the transferee can catch up, and the new leader answers them (NotLeader).
+            proposals = self._proposals if node.transferee is None else []
             if proposals:
+                self._proposals = []
                 try:
                     placed = node.propose_many([p for p, _ in proposals])
                     for (_, fut), pr in zip(proposals, placed):
@@ -373,6 +454,7 @@ class RaftStore(Reads):
             self.is_leader, self.leader, self.term = announce
             if self._on_leadership is not None:
                 self._on_leadership(*announce)
+            self._wake_watchers()
 
     def _deliver(self, outcomes: list) -> None:
         """Applied entries: tell the listeners, answer the proposers."""
