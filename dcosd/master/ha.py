@@ -113,6 +113,8 @@ class HighAvailability:
         self._refused_at: dict[str, float] = {}  # peer address -> when its other cluster was last logged
         self._inbound: set[FrameReader] = set()  # raft streams other masters opened to this one, open now
         self._watch: asyncio.Task | None = None
+        self.leader_changes = 0  # times this master saw a new leader (etcd: leader_changes_seen_total)
+        self._last_leader: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
     def open_store(self, path: Any) -> RaftStore:
@@ -224,6 +226,9 @@ class HighAvailability:
     def _on_leadership(self, is_leader: bool, leader: str | None, term: int) -> None:
         m = self.master
         m.leader_url = self.peers.get(leader) if leader else None  # type: ignore[attr-defined]
+        if leader is not None and leader != self._last_leader:
+            self._last_leader = leader
+            self.leader_changes += 1
         if is_leader:
             m.term = term
         log.info("raft: term %d, leader %s%s", term, leader or "unknown", " (this master)" if is_leader else "")
@@ -354,6 +359,19 @@ class HighAvailability:
             elif pid == st.get("leader"):
                 d["lag"] = 0
             out.append(d)
+        return out
+
+    def metrics(self) -> dict[str, float]:
+        """For /metrics/snapshot: Mesos' replicated-log gauges, and the Raft log's (as etcd exports them)."""
+        st = self.store.status()
+        out = {"registrar/log/recovered": 1.0, "registrar/log/ensemble_size": float(len(self.peers)),
+               "replog/has_leader": float(st["leader"] is not None), "replog/leader_changes": float(self.leader_changes),
+               "replog/term": float(st["term"]), "replog/commit_index": float(st["commit"]),
+               "replog/applied_index": float(st["applied"]), "replog/last_index": float(st["last_index"]),
+               "replog/snapshot_index": float(st["snapshot_index"])}
+        for pid, f in st.get("followers", {}).items():  # on the leader
+            out[f"replog/followers/{pid}/lag"] = float(f["lag"])
+            out[f"replog/followers/{pid}/reachable"] = float(self.transport.reachable.get(pid, False))
         return out
 
     def status(self) -> dict[str, Any]:

@@ -271,7 +271,11 @@ class MesosOperatorApi:
         m = self.master
         store = m.store
         counts = views.task_counts(store)
-        out: dict[str, float] = {"master/elected": 1.0, "master/uptime_secs": time.time() - self.started}
+        # Mesos: 1 on the leading master only (monitoring finds the leader by it); a one-master cluster leads.
+        elected = m.ha is None or m.ha.store.is_leader
+        out: dict[str, float] = {"master/elected": float(elected), "master/uptime_secs": time.time() - self.started}
+        if m.ha is not None:
+            out.update(m.ha.metrics())
         for s in TaskState:
             out[f"master/tasks_{s.value.removeprefix('TASK_').lower()}"] = float(counts.get(s.value, 0))
         out["master/tasks_queued"] = float(counts.get("QUEUED", 0))

@@ -537,6 +537,7 @@ def test_transfer_leader_hands_leadership_to_the_named_master(ha: HaCluster):
         return subprocess.run([*DCOSD, "--master", ha.urls[via], "--token", TOKEN, "cluster", "transfer-leader",
                                *args], capture_output=True, text=True, timeout=30)
 
+    changes = ha.api(leader, "GET", "/metrics/snapshot")[1]["replog/leader_changes"]
     w = _Writer(ha, "t")
     try:
         wait_for(lambda: len(w.acked) >= 20, timeout=20, what="writes before the transfer")
@@ -544,6 +545,14 @@ def test_transfer_leader_hands_leadership_to_the_named_master(ha: HaCluster):
         assert cp.returncode == 0, cp.stderr
         assert cp.stdout.strip().startswith(f"leadership moved from master {leader} to master {to} at {ha.urls[to]}")
         assert ha.wait_leader() == to and ha.status(to)["term"] == term + 1
+        # Monitoring finds the leader by master/elected (Mesos), 1 on the leading master only.
+        metrics = {i: ha.api(i, "GET", "/metrics/snapshot?stale=1")[1] for i in ha.ids}
+        assert [i for i in ha.ids if metrics[i]["master/elected"] == 1] == [to]
+        assert all(x["registrar/log/ensemble_size"] == 3 and x["replog/has_leader"] == 1 and
+                   x["replog/term"] == term + 1 for x in metrics.values())
+        assert metrics[leader]["replog/leader_changes"] == changes + 1  # the transferee
+        assert {k for k in metrics[to] if k.startswith("replog/followers/")} == {
+            f"replog/followers/{i}/{g}" for i in (leader, other) for g in ("lag", "reachable")}
         before = len(w.acked)
         wait_for(lambda: len(w.acked) >= before + 20, timeout=20, what="writes acknowledged by the new leader")
     finally:
