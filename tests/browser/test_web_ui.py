@@ -185,3 +185,37 @@ def test_assets_are_served_from_the_package(cluster):
         assert b"<main id=\"main\">" in r.read()
     with pytest.raises(urllib.error.HTTPError):
         urllib.request.urlopen(cluster.url + "/ui/../service.py", timeout=10)
+
+
+def test_masters_page_of_a_follower_hands_leadership_over(page, tmp_path):
+    """Three replicated masters, the UI opened on a follower: the masters page shows the leader, and
+    "Make leader" on the other follower moves leadership there. The page's calls reach the leader
+    through the follower (a browser cannot follow the 307 to another origin with its token)."""
+    from harness.ha_cluster import TOKEN, HaCluster
+
+    ha = HaCluster(tmp_path)
+    try:
+        ha.start_all()
+        leader = ha.wait_leader()
+        via, to = [i for i in ha.ids if i != leader]
+        page = page.context.new_page()  # the module's browser (one Playwright per thread)
+        try:
+            errors: list[str] = []
+            page.on("pageerror", lambda e: errors.append(str(e)))
+            page.goto(ha.urls[via] + "/")
+            page.wait_for_selector("#login[open]")
+            page.fill("#login-token", TOKEN)
+            page.click("#login-submit")
+            page.goto(ha.urls[via] + "/#/masters")
+            page.wait_for_selector(f"#leader:has-text('{ha.urls[leader]}')")
+            assert page.locator("[data-action=lead]").count() == 2  # on both followers, not on the leader
+            screenshot(page, "10-masters-replicated")
+            page.once("dialog", lambda d: d.accept())
+            page.click(f"[data-action=lead][data-id={to}]")
+            page.wait_for_selector(f"#leader:has-text('{ha.urls[to]}')")
+            assert ha.wait_leader() == to
+            assert not errors, errors
+        finally:
+            page.close()
+    finally:
+        ha.stop_all()

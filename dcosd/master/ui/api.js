@@ -11,16 +11,19 @@ export class HttpError extends Error {
 let unauthorized = () => {};
 export function onUnauthorized(fn) { unauthorized = fn; }
 
-function headers(json) {
+function headers(json, proxy) {
   const hd = {};
   const t = token.get();
   if (t) hd.Authorization = `Bearer ${t}`;
   if (json) hd['Content-Type'] = 'application/json';
+  // A follower master answers writes with 307 to the leader, another origin a page cannot follow with
+  // its token: ask it to forward them instead (dcosd/master/services/leader_proxy.py).
+  if (proxy) hd['X-Dcosd-Proxy'] = 'leader';
   return hd;
 }
 
-export async function request(path, { method = 'GET', body, signal } = {}) {
-  const r = await fetch(path, { method, headers: headers(body !== undefined), signal,
+export async function request(path, { method = 'GET', body, signal, proxy = false } = {}) {
+  const r = await fetch(path, { method, headers: headers(body !== undefined, proxy), signal,
     body: body === undefined ? undefined : (typeof body === 'string' ? body : JSON.stringify(body)) });
   if (r.status === 401) { unauthorized(); throw new HttpError(401, 'operator token required'); }
   if (!r.ok) {
@@ -30,8 +33,8 @@ export async function request(path, { method = 'GET', body, signal } = {}) {
   }
   return r;
 }
-export async function api(path, opts) {
-  const r = await request(path, opts);
+export async function api(path, opts = {}) {
+  const r = await request(path, { ...opts, proxy: true });  // whole answers only: streams are not proxied
   const text = await r.text();
   return text ? JSON.parse(text) : null;
 }
