@@ -93,8 +93,17 @@ def url_address(url: str) -> tuple[str, str, int]:
 
 
 def cli_master(flag: str | None) -> str:
-    url = flag or os.environ.get("DCOSD_MASTER") or load_toml(cli_config_path()).get("master") or DEFAULT_MASTER_URL
-    return master_url(str(url), "--master")
+    return cli_masters(flag)[0]
+
+
+def cli_masters(flag: str | None) -> list[str]:
+    """The masters the CLI may ask, in order: one URL, or several separated by commas (replicated
+    masters: when one cannot be reached the next is tried, as etcdctl does with --endpoints)."""
+    text = flag or os.environ.get("DCOSD_MASTER") or load_toml(cli_config_path()).get("master") or DEFAULT_MASTER_URL
+    urls = master_urls(str(text), "--master")
+    if not urls:
+        raise ConfigError("--master: no master URL given")
+    return urls
 
 
 def cli_token(flag: str | None) -> str | None:

@@ -29,9 +29,9 @@ class Context:
     def client(self):  # noqa: ANN201 — imported lazily to keep start-up cheap
         if self._client is None:
             from dcosd.cli.client import Client
-            from dcosd.config import cli_master, cli_token
+            from dcosd.config import cli_masters, cli_token
 
-            self._client = Client(cli_master(self._master), cli_token(self._token))
+            self._client = Client(cli_masters(self._master), cli_token(self._token))
         return self._client
 
 
@@ -39,7 +39,9 @@ class Context:
              epilog=EXIT_CODES_HELP)
 @click.option("--version", is_flag=True, expose_value=False, is_eager=True, help="Show the version, commit and bundled libraries.",
               callback=lambda ctx, _p, v: _print_version(ctx) if v and not ctx.resilient_parsing else None)
-@click.option("--master", "master_url", metavar="URL", help="Master to talk to (env DCOSD_MASTER; default http://127.0.0.1:5050).")
+@click.option("--master", "master_url", metavar="URL[,URL...]",
+              help="Master to talk to (env DCOSD_MASTER; default http://127.0.0.1:5050); with several, the next "
+                   "is tried when one cannot be reached.")
 @click.option("--token", metavar="TOKEN", help="Operator token when the cluster has auth on (env DCOSD_TOKEN).")
 @click.pass_context
 def cli(ctx: click.Context, master_url: str | None, token: str | None) -> None:

@@ -23,15 +23,45 @@ _BY_STATUS: dict[int, type[DcosdError]] = {400: ValidationError, 401: Unauthoriz
 _MAX_REDIRECTS = 5
 
 
+class _Unreachable(Exception):
+    """The request could not be delivered to this master (connection refused, no route, timeout)."""
+
+
 class Client:
-    def __init__(self, master: str, token: str | None, timeout: float = 30.0) -> None:
-        self.master = master.rstrip("/")
+    """``master``: one URL or a list (replicated masters). A request goes to the master that answered
+    last; one that cannot be connected to is passed over for the next. Only a failure to connect
+    or to send moves on: once a request reached a master, its outcome is that master's to tell (a
+    write must not be sent twice)."""
+
+    def __init__(self, master: str | list[str], token: str | None, timeout: float = 30.0) -> None:
+        self.masters = [m.rstrip("/") for m in ([master] if isinstance(master, str) else master)]
         self.token = token
         self.timeout = timeout
 
+    @property
+    def master(self) -> str:
+        return self.masters[0]
+
     def _request(self, method: str, path: str, body: Any = None, params: dict[str, str] | None = None,
                  timeout: float | None = None) -> Any:
-        url = self.master + path
+        unreachable: list[str] = []
+        for k, master in enumerate(list(self.masters)):
+            try:
+                resp = self._request_one(master, method, path, body, params, timeout)
+            except _Unreachable as exc:
+                unreachable.append(f"{master} ({exc})")
+                continue
+            if k:  # later requests of this command go straight to the one that answered
+                self.masters = self.masters[k:] + self.masters[:k]
+            return resp
+        where = unreachable[0] if len(unreachable) == 1 else "any of " + ", ".join(unreachable)
+        raise Unavailable(
+            f"cannot reach the master at {where}. Is `dcosd up` or `dcosd master` running? "
+            "Point the CLI elsewhere with --master or DCOSD_MASTER.")
+
+    def _request_one(self, master: str, method: str, path: str, body: Any, params: dict[str, str] | None,
+                     timeout: float | None) -> Any:
+        url = master + path
         if params:
             url += "?" + urllib.parse.urlencode(params)
         data = None if body is None else json.dumps(body).encode()
@@ -60,11 +90,11 @@ class Client:
                 message = raw.decode(errors="replace").strip() or exc.reason
             cls = _BY_STATUS.get(exc.code, Unavailable if exc.code >= 500 else DcosdError)
             raise cls(f"{message} (HTTP {exc.code})") from None
-        except (urllib.error.URLError, ConnectionError, TimeoutError) as exc:
-            reason = getattr(exc, "reason", exc)
-            raise Unavailable(
-                f"cannot reach the master at {self.master} ({reason}). Is `dcosd up` or `dcosd master` running? "
-                "Point the CLI elsewhere with --master or DCOSD_MASTER.") from None
+        except urllib.error.URLError as exc:  # connecting or sending failed: nothing reached the master
+            raise _Unreachable(str(getattr(exc, "reason", exc))) from None
+        except (ConnectionError, TimeoutError) as exc:  # the request was sent: its outcome is unknown
+            raise Unavailable(f"the master at {master} did not answer ({exc}); a write may or may not have "
+                              "been done: check before repeating it") from None
 
     def get(self, path: str, params: dict[str, str] | None = None, timeout: float | None = None) -> Any:
         with self._request("GET", path, params=params, timeout=timeout) as resp:

@@ -604,5 +604,10 @@ def test_a_leader_stopped_with_sigterm_hands_over_before_it_exits(ha: HaCluster)
     finally:
         w.stop()
     assert len(w.refused) <= 1, w.refused
+    # An operator's DCOSD_MASTER lists every master: the one that is down is passed over.
+    cp = subprocess.run([*DCOSD, "--token", TOKEN, "cluster", "status", "--json"], capture_output=True, text=True,
+                        timeout=30, env={**os.environ, "DCOSD_MASTER": ",".join(ha.urls[i] for i in (leader, *survivors))})
+    assert cp.returncode == 0, cp.stderr
+    assert [m["id"] for m in json.loads(cp.stdout)["masters"] if m["leader"]] == [new]
     ha.start(leader)
     ha.assert_kept(w.acked)
