@@ -178,16 +178,16 @@ class RaftStore(Reads):
         drops a transfer after an election timeout; this master then leads on)."""
         if self._closed or self._failed is not None:
             raise StorageError("state store is closed")
-        started: asyncio.Future = self.loop.create_future()
-        self._transfers.append((to, started))
-        self._schedule()
-        chosen = await started
-        if chosen == self.node_id:
-            return chosen
         own = self.handover is None
-        if own:
+        if own:  # before the core stops taking proposals: writes from now on wait for the outcome
             self.handover = self.loop.create_future()
         try:
+            started: asyncio.Future = self.loop.create_future()
+            self._transfers.append((to, started))
+            self._schedule()
+            chosen = await started
+            if chosen == self.node_id:
+                return chosen
             async with asyncio.timeout(timeout):
                 while True:
                     if self.leader is not None and self.leader != self.node_id:
