@@ -459,10 +459,14 @@ def test_a_change_of_term_drops_held_appends():
 
 # -- leadership transfer (thesis §3.10) -------------------------------------------------------------
 
-def test_transfer_to_an_up_to_date_follower_makes_it_leader_without_an_election_timeout():
+def _led_by_a() -> tuple[Net, RaftNode, RaftNode, RaftNode]:
     a, b, c = (node(i) for i in IDS)
     net = Net(a, b, c)
     net.elect("a")
+    return net, a, b, c
+
+def test_transfer_to_an_up_to_date_follower_makes_it_leader_without_an_election_timeout():
+    net, a, b, c = _led_by_a()
     a.propose(b"w1")
     net.settle()
     assert a.transfer_leadership("c") == "c"
@@ -479,9 +483,7 @@ def test_transfer_to_an_up_to_date_follower_makes_it_leader_without_an_election_
 def test_without_the_transfer_flag_the_others_keep_their_live_leader():
     # What the flag is for: check-quorum's stickiness ignores a vote request from a peer while the
     # leader was heard from within an election timeout.
-    a, b, c = (node(i) for i in IDS)
-    net = Net(a, b, c)
-    net.elect("a")
+    net, a, b, c = _led_by_a()
     b.step(Message(MsgType.VOTE, "c", "b", 2, log_term=1, index=1))
     assert msgs(b) == [] and b.term == 1
     b.step(Message(MsgType.VOTE, "c", "b", 2, log_term=1, index=1, transfer=True))
@@ -490,9 +492,7 @@ def test_without_the_transfer_flag_the_others_keep_their_live_leader():
 
 
 def test_a_lagging_transferee_is_caught_up_first_and_proposals_wait_meanwhile():
-    a, b, c = (node(i) for i in IDS)
-    net = Net(a, b, c)
-    net.elect("a")
+    net, a, b, c = _led_by_a()
     net.cut = {"c"}
     for k in range(3):
         a.propose(b"w%d" % k)
@@ -511,9 +511,7 @@ def test_a_lagging_transferee_is_caught_up_first_and_proposals_wait_meanwhile():
 
 
 def test_a_transfer_to_a_dead_follower_is_dropped_after_an_election_timeout():
-    a, b, c = (node(i) for i in IDS)
-    net = Net(a, b, c)
-    net.elect("a")
+    net, a, b, c = _led_by_a()
     net.cut = {"c"}
     a.transfer_leadership("c")
     for _ in range(a.election_lo - 1):
@@ -547,9 +545,7 @@ def test_transfer_needs_a_leader_and_a_master_that_can_take_over():
 
 
 def test_timeout_now_from_anyone_but_the_current_leader_is_ignored():
-    a, b, c = (node(i) for i in IDS)
-    net = Net(a, b, c)
-    net.elect("a")
+    net, a, b, c = _led_by_a()
     b.step(Message(MsgType.TIMEOUT_NOW, "c", "b", 1))  # c is not b's leader
     assert msgs(b) == [] and b.role == Role.FOLLOWER and b.term == 1
     b.step(Message(MsgType.TIMEOUT_NOW, "a", "b", 0))  # an old term's
@@ -561,9 +557,7 @@ def test_timeout_now_from_anyone_but_the_current_leader_is_ignored():
 
 
 def test_the_transferee_is_the_follower_with_the_longest_log():
-    a, b, c = (node(i) for i in IDS)
-    net = Net(a, b, c)
-    net.elect("a")
+    net, a, b, c = _led_by_a()
     net.cut = {"b"}
     a.propose(b"w")
     net.settle()
@@ -572,9 +566,7 @@ def test_the_transferee_is_the_follower_with_the_longest_log():
 
 
 def test_a_lost_timeout_now_is_sent_again_with_the_next_heartbeat_answer():
-    a, b, c = (node(i) for i in IDS)
-    net = Net(a, b, c)
-    net.elect("a")
+    net, a, b, c = _led_by_a()
     a.transfer_leadership("c")
     assert [m.type for m in msgs(a)] == [MsgType.TIMEOUT_NOW]  # drained, never delivered: lost
     for _ in range(a.heartbeat_ticks):
