@@ -225,6 +225,12 @@ def test_cli_errors_are_one_line_with_exit_codes(cluster, tmp_path: Path):
     cp = m.cli("cluster", "backup", str(tmp_path / "backup"))
     assert cp.returncode == 2 and "a one-master cluster's state is its data directory" in cp.stderr, cp.stderr
     assert not (tmp_path / "backup").exists()
+    cp = m.cli("cluster", "transfer-leader")
+    assert cp.returncode == 2 and "a one-master cluster has no other master" in cp.stderr, cp.stderr
+    # Several masters, none up: each is named.
+    cp = m.cli("--master", "http://127.0.0.1:1,http://127.0.0.1:2", "cluster", "status")
+    assert cp.returncode == 6 and "cannot reach the master at any of http://127.0.0.1:1 (" in cp.stderr, cp.stderr
+    assert "http://127.0.0.1:2 (" in cp.stderr and "Traceback" not in cp.stderr
     # A master URL that cannot be one is refused as a usage error, by the CLI and by an agent, not
     # retried as if the master were down.
     cp = m.cli("--master", "ftp://127.0.0.1:1", "cluster", "status")
