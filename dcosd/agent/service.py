@@ -233,6 +233,15 @@ class Agent:
         await self._observe_term(int(body.get("term", 0)))
         log.info("registered with %s as %s", self.master_url, self.agent_id)
 
+    def _check_leads(self, resp: aiohttp.ClientResponse) -> None:
+        """A 307 from the master this agent registered with: it no longer leads. Not followed: aiohttp
+        would drop the cluster secret on the way to another origin (401), and the session belongs
+        with the leader anyway: register there."""
+        location = resp.headers.get("Location")
+        if resp.status in (307, 308) and location:
+            target = urlsplit(str(resp.url.join(URL(location))))
+            raise _LeaderMoved(f"{target.scheme}://{target.netloc}", self.master_url)
+
     async def _observe_term(self, term: int) -> bool:
         """Remember the newest master term; False for a message from an older (deposed) leader."""
         if term < self.term:
@@ -264,6 +273,10 @@ class Agent:
                         raise t.exception()  # type: ignore[misc]
             except asyncio.CancelledError:
                 raise
+            except _LeaderMoved as exc:  # register with the new leader at once
+                log.info("%s", exc)
+                self.master_url = exc.leader_url
+                backoff = 0.0
             except Exception as exc:  # noqa: BLE001 — any failure: re-register after a pause
                 log.warning("connection to master %s lost or refused: %s", self.master_url, exc)
                 if len(self.masters) > 1:  # try the next master; it redirects to the leader
@@ -272,19 +285,22 @@ class Agent:
             self.registered.clear()
             self.updates.connected.clear()
             await asyncio.sleep(backoff)
-            backoff = min(backoff * 2, 5.0)
+            backoff = min(max(backoff * 2, 0.2), 5.0)
 
     async def _heartbeats(self) -> None:
         while True:
             await asyncio.sleep(self.heartbeat_interval)
-            async with self.http.post(self._internal(f"/{self.agent_id}/heartbeat"),
+            async with self.http.post(self._internal(f"/{self.agent_id}/heartbeat"), allow_redirects=False,
                                       timeout=aiohttp.ClientTimeout(total=10)) as resp:
+                self._check_leads(resp)
                 if resp.status != 200:
                     raise DcosdError(f"heartbeat refused ({resp.status}): {(await resp.text())[:200]}")
 
     async def _read_stream(self) -> None:
         timeout = aiohttp.ClientTimeout(total=None, sock_connect=10, sock_read=30)
-        async with self.http.get(self._internal(f"/{self.agent_id}/stream"), timeout=timeout) as resp:
+        async with self.http.get(self._internal(f"/{self.agent_id}/stream"), timeout=timeout,
+                                 allow_redirects=False) as resp:
+            self._check_leads(resp)
             if resp.status != 200:
                 raise DcosdError(f"work stream refused ({resp.status}): {(await resp.text())[:200]}")
             while True:
@@ -311,7 +327,8 @@ class Agent:
         if not self.registered.is_set():
             raise DcosdError("not registered")
         async with self.http.post(self._internal(f"/{self.agent_id}/status"), json={"updates": updates},
-                                  timeout=aiohttp.ClientTimeout(total=30)) as resp:
+                                  allow_redirects=False, timeout=aiohttp.ClientTimeout(total=30)) as resp:
+            self._check_leads(resp)
             body = await resp.json(content_type=None)
             if resp.status != 200:
                 raise DcosdError(f"status refused ({resp.status}): {body.get('message')}")
@@ -368,6 +385,13 @@ class Agent:
         task_id = spec["task_id"]
         if task_id in self.tasks:
             return  # a re-sent launch of a task this agent already has
+        # Shielded: the work stream that delivered this launch is cancelled when the session ends (a
+        # heartbeat failed, the leader moved), and a cancellation between the checkpoint and the
+        # launch left a task recorded but never started — which every later re-sent launch then took
+        # for one this agent already had: STAGING forever on both sides.
+        await asyncio.shield(self._record_and_launch(task_id, spec, resources))
+
+    async def _record_and_launch(self, task_id: str, spec: dict[str, Any], resources: dict[str, Any]) -> None:
         if not await self.checkpoint.add_task(task_id, spec, resources, TaskState.STAGING.value, time.time()):
             return
         self.tasks[task_id] = LiveTask(spec, resources, TaskState.STAGING)
@@ -494,6 +518,12 @@ class Agent:
             state = TaskState.KILLED
         await self._update(ended.task_id, state, reason=reason, message=ended.message + note,
                            exit_code=ended.exit_code)
+
+
+class _LeaderMoved(DcosdError):
+    def __init__(self, leader_url: str, was: str) -> None:
+        super().__init__(f"master {was} no longer leads; registering with {leader_url}")
+        self.leader_url = leader_url
 
 
 def _make_sandbox(sandbox: Path, user: str | None) -> None:
