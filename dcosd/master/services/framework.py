@@ -21,6 +21,7 @@ restarts on a new leader.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 import time
 import uuid as uuidlib
@@ -54,6 +55,7 @@ COALESCE = 0.02
 LAUNCH_TIMEOUT = 60.0
 # A task that ran at least this long before failing does not count as a crash loop.
 BACKOFF_RESET_AFTER = 60.0
+NOTED_KEEP = 10_000  # task ids whose failure was noted (once each), most recent
 _RELEVANT = ("task_status", "task_master_status", "task_kill", "agent_unreachable", "agent_lost", "agent_register",
              "app_deploy", "deployment_step", "deployment_finish", "framework_launch", "node_drain", "node_undrain")
 
@@ -115,11 +117,18 @@ class ServiceFramework:
         self.plans: dict[str, AppPlan] = {}
         self._reasons_at = 0.0
         self._advancing: set[str] = set()
+        # Failures are noted once per task: by the commit listener, or by reconcile() when it finds a
+        # task gone from the live ones first. The listener runs a loop turn after the commit (the
+        # single-master store commits on its writer thread), and a reconcile pass woken in between read
+        # the failed task as gone with no backoff noted yet: it relaunched at once, mid crash loop.
+        self._noted: collections.OrderedDict[str, None] = collections.OrderedDict()
+        self._live_seen: set[str] = set()
 
     # -- attachment (every leadership) ----------------------------------------------
     def attach(self, scheduling: "Scheduling") -> None:
         self.scheduling = scheduling
         self._inflight.clear()
+        self._live_seen = set()
         scheduling.connect(self, [ROLE])
         scheduling.master.store.listeners.append(self._on_commit)
         self._loop = asyncio.get_running_loop().create_task(self._run(), name="services-reconcile")
@@ -158,8 +167,11 @@ class ServiceFramework:
         apps = None
         for t in reads.tasks_by_id(self.store, task_ids):
             state = TaskState(t.state)
-            if not state.terminal or t.kill_requested:
+            if not state.terminal or t.kill_requested or t.id in self._noted:
                 continue
+            self._noted[t.id] = None
+            if len(self._noted) > NOTED_KEEP:
+                self._noted.popitem(last=False)
             apps = apps if apps is not None else reads.apps(self.store)
             a = apps.get(t.app_id)
             if a is None:
@@ -212,6 +224,10 @@ class ServiceFramework:
         store = self.store
         apps = reads.apps(store)
         live = reads.live_tasks(store)
+        live_ids = {t.id for t in live}
+        ended, self._live_seen = self._live_seen - live_ids, live_ids
+        if ended:  # before their commit listener, maybe: their failures count before any relaunch
+            self._note_failures(sorted(ended))
         deployments = reads.deployments(store)
         draining = reads.draining_agents(store)
         held: set[str] = set()  # apps of a deployment step not reached yet: left as they are
