@@ -92,10 +92,6 @@ def url_address(url: str) -> tuple[str, str, int]:
     return u.scheme, u.hostname or "", u.port if u.port is not None else (443 if u.scheme == "https" else 80)
 
 
-def cli_master(flag: str | None) -> str:
-    return cli_masters(flag)[0]
-
-
 def cli_masters(flag: str | None) -> list[str]:
     """The masters the CLI may ask, in order: one URL, or several separated by commas (replicated
     masters: when one cannot be reached the next is tried, as etcdctl does with --endpoints)."""

@@ -213,12 +213,11 @@ class Agent:
         for _ in range(_MAX_REDIRECTS):
             async with self.http.post(self._internal("/register"), json={"agent": agent, "tasks": tasks},
                                       allow_redirects=False, timeout=aiohttp.ClientTimeout(total=30)) as resp:
-                location = resp.headers.get("Location")
-                if resp.status in (307, 308) and location:
+                leader = _redirect_origin(resp)
+                if leader is not None:
                     # A follower: register with the leader (followed by hand: aiohttp drops the
                     # secret on a redirect to another origin).
-                    target = urlsplit(str(resp.url.join(URL(location))))
-                    self.master_url = f"{target.scheme}://{target.netloc}"
+                    self.master_url = leader
                     continue
                 body = await resp.json(content_type=None)
                 if resp.status != 200:
@@ -237,10 +236,9 @@ class Agent:
         """A 307 from the master this agent registered with: it no longer leads. Not followed: aiohttp
         would drop the cluster secret on the way to another origin (401), and the session belongs
         with the leader anyway: register there."""
-        location = resp.headers.get("Location")
-        if resp.status in (307, 308) and location:
-            target = urlsplit(str(resp.url.join(URL(location))))
-            raise _LeaderMoved(f"{target.scheme}://{target.netloc}", self.master_url)
+        leader = _redirect_origin(resp)
+        if leader is not None:
+            raise _LeaderMoved(leader, self.master_url)
 
     async def _observe_term(self, term: int) -> bool:
         """Remember the newest master term; False for a message from an older (deposed) leader."""
@@ -518,6 +516,15 @@ class Agent:
             state = TaskState.KILLED
         await self._update(ended.task_id, state, reason=reason, message=ended.message + note,
                            exit_code=ended.exit_code)
+
+
+def _redirect_origin(resp: aiohttp.ClientResponse) -> str | None:
+    """scheme://host:port a 307/308 points to (a follower naming the leader), else None."""
+    location = resp.headers.get("Location")
+    if resp.status not in (307, 308) or not location:
+        return None
+    target = urlsplit(str(resp.url.join(URL(location))))
+    return f"{target.scheme}://{target.netloc}"
 
 
 class _LeaderMoved(DcosdError):

@@ -311,12 +311,23 @@ class HighAvailability:
                 raise Unavailable(f"cannot reach the leading master for a linearizable read: {exc}") from exc
         await store.wait_applied(index)
 
+    @staticmethod
+    def for_the_leader(request: web.Request) -> bool:
+        """Whether a follower sends this request to the leader (307, or the leader proxy when asked):
+        writes, the leader-only streams, and the cluster view unless it asks for a stale one."""
+        path = request.path
+        if path in _LOCAL:
+            return False
+        if path == _CLUSTER:
+            return not _stale(request)
+        return request.method not in ("GET", "HEAD") or path.startswith(_LEADER_PREFIXES)
+
     @web.middleware
     async def middleware(self, request: web.Request, handler: Any) -> web.StreamResponse:
         path = request.path
         if path in _LOCAL:
             return await handler(request)
-        stale = request.query.get("stale") in ("1", "true", "True")
+        stale = _stale(request)
         if path == _CLUSTER:
             url = self.leader_url()
             if not stale and not self.store.is_leader and url and self.store.leader != self.my_id:
@@ -379,6 +390,10 @@ class HighAvailability:
         st["leader_url"] = self.leader_url()
         st["time"] = time.time()
         return st
+
+
+def _stale(request: web.Request) -> bool:
+    return request.query.get("stale") in ("1", "true", "True")
 
 
 def host_of(url: str) -> str:

@@ -101,7 +101,6 @@ def test_the_cli_takes_a_list_of_masters(monkeypatch: pytest.MonkeyPatch, tmp_pa
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.setenv("DCOSD_MASTER", "http://h1:5050, h2:5050,")
     assert config.cli_masters(None) == ["http://h1:5050", "http://h2:5050"]
-    assert config.cli_master(None) == "http://h1:5050"
     with pytest.raises(ConfigError, match="--master"):
         config.cli_masters("http://h1:5050,ftp://h2")
     with pytest.raises(ConfigError, match="no master URL"):

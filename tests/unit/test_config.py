@@ -15,15 +15,15 @@ from dcosd.errors import ConfigError
 def test_cli_master_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path))
     monkeypatch.delenv("DCOSD_MASTER", raising=False)
-    assert config.cli_master(None) == config.DEFAULT_MASTER_URL
+    assert config.cli_masters(None) == [config.DEFAULT_MASTER_URL]
     (tmp_path / "dcosd").mkdir()
     (tmp_path / "dcosd" / "cli.toml").write_text('master = "10.0.0.1:5050"\ntoken = "t-file"\n')
-    assert config.cli_master(None) == "http://10.0.0.1:5050"
+    assert config.cli_masters(None) == ["http://10.0.0.1:5050"]
     assert config.cli_token(None) == "t-file"
     monkeypatch.setenv("DCOSD_MASTER", "http://env:1")
     monkeypatch.setenv("DCOSD_TOKEN", "t-env")
-    assert config.cli_master(None) == "http://env:1" and config.cli_token(None) == "t-env"
-    assert config.cli_master("http://flag:2/") == "http://flag:2" and config.cli_token("t-flag") == "t-flag"
+    assert config.cli_masters(None) == ["http://env:1"] and config.cli_token(None) == "t-env"
+    assert config.cli_masters("http://flag:2/") == ["http://flag:2"] and config.cli_token("t-flag") == "t-flag"
 
 
 def test_daemon_settings_file_env_flag(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):

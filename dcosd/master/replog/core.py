@@ -197,11 +197,16 @@ class RaftNode:
         elif self.progress[to].rejoining:
             raise ValueError(f"master {to} is rejoining (a replacement still catching up); it cannot lead yet")
         self.transferee, self._transfer_ticks = to, 0
-        if self.progress[to].match == self.log.last_index():
-            self._send(Message(MsgType.TIMEOUT_NOW, self.id, to, self.term))
-        else:
+        if not self._go_if_caught_up(to):
             self._dirty[to] = self._dirty.get(to, False)  # send what it lacks; TIMEOUT_NOW once it matches
         return to
+
+    def _go_if_caught_up(self, peer: str) -> bool:
+        """The transferee holds our whole log: tell it to campaign (again, if a TIMEOUT_NOW was lost)."""
+        if peer != self.transferee or self.progress[peer].match != self.log.last_index():
+            return False
+        self._send(Message(MsgType.TIMEOUT_NOW, self.id, peer, self.term))
+        return True
 
     def apply_now(self, up_to: int) -> None:
         """Hand out committed entries at once, batch or not, until ``up_to`` is applied (a read waits
@@ -530,8 +535,7 @@ class RaftNode:
             if m.seq > self.acked_seq[m.frm]:
                 self.acked_seq[m.frm] = m.seq
                 self._release_reads()
-            if m.frm == self.transferee and pr.match == self.log.last_index():
-                self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))  # the first one was lost?
+            self._go_if_caught_up(m.frm)
             if pr.state == PrState.PROBE:
                 pr.probe_sent = False
             elif pr.state == PrState.REPLICATE and pr.is_paused():
@@ -557,8 +561,7 @@ class RaftNode:
             pr.become_replicate()
         else:
             pr.free_to(m.index)
-        if m.frm == self.transferee and pr.match == self.log.last_index():
-            self._send(Message(MsgType.TIMEOUT_NOW, self.id, m.frm, self.term))  # it is up to date: go
+        self._go_if_caught_up(m.frm)
         if self._maybe_commit():
             self._tell_commit()
         else:  # more to send, or at least tell it the commit index it has not seen

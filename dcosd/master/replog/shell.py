@@ -197,9 +197,7 @@ class RaftStore(Reads):
                                           f"up, reachable and caught up?); {self.node_id} still leads")
                     if self._closed or self._failed is not None:
                         raise StorageError("state store is closed")
-                    change: asyncio.Future = self.loop.create_future()
-                    self._watchers.append(change)
-                    await change
+                    await self._next_change()
         except TimeoutError:
             raise Unavailable(f"no master took over from {self.node_id} within {timeout:g}s") from None
         finally:
@@ -216,11 +214,15 @@ class RaftStore(Reads):
                 while not (self.is_leader or (self.leader is not None and self.leader != self.node_id)):
                     if self._closed:
                         return
-                    change: asyncio.Future = self.loop.create_future()
-                    self._watchers.append(change)
-                    await change
+                    await self._next_change()
         except TimeoutError:
             pass
+
+    async def _next_change(self) -> None:
+        """Until leadership changes or the next tick."""
+        change: asyncio.Future = self.loop.create_future()
+        self._watchers.append(change)
+        await change
 
     def _wake_watchers(self) -> None:
         watchers, self._watchers = self._watchers, []

@@ -1,13 +1,14 @@
-"""The leader proxy: a follower master forwards a write to the leader and relays the answer.
+"""The leader proxy: a follower master forwards a request for the leader and relays the answer.
 
-For Marathon's /v2 writes, and for any write that asks for it with ``X-Dcosd-Proxy: leader`` (the
-web UI's calls; with it, ``GET /dcosd/v1/cluster`` too, the one read a follower answers with 307). Every other leader-only call answers 307 (ha.py), but Marathon clients are used to any
-Marathon instance taking a write (Marathon's LeaderProxyFilter), and the usual one, marathon-python
-on requests, drops the Authorization header when a redirect changes the port — so after a failover
-a client pointed at what is now a follower got 401 for every write. A browser cannot follow the 307
-either: the leader is another origin, and fetch drops the Authorization header on the way. Only when a leader is known
-and reachable; otherwise the request goes on to ha.py's middleware (503 without a leader). A
-request already proxied once is never proxied again (leadership moved meanwhile: 307 then).
+For Marathon's /v2 writes, and for any request for the leader (ha.py's ``for_the_leader``: writes,
+the cluster view) that asks for it with ``X-Dcosd-Proxy: leader`` — the web UI's calls. Others get
+ha.py's 307. Marathon clients are used to any Marathon instance taking a write (Marathon's
+LeaderProxyFilter), and the usual one, marathon-python on requests, drops the Authorization header
+when a redirect changes the port — so after a failover a client pointed at what is now a follower
+got 401 for every write. A browser cannot follow the 307 either: the leader is another origin, and
+fetch drops the Authorization header on the way. Only when a leader is known and reachable;
+otherwise the request goes on to ha.py's middleware (503 without a leader). A request already
+proxied once is never proxied again (leadership moved meanwhile: 307 then).
 """
 
 from __future__ import annotations
@@ -26,9 +27,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 VIA = "X-Marathon-Via"  # Marathon's own header for a proxied request
-ASK = "X-Dcosd-Proxy"  # "leader": forward this write to the leader rather than answer 307
-CLUSTER_VIEW = "/dcosd/v1/cluster"
-_TRUE = ("1", "true", "True")
+ASK = "X-Dcosd-Proxy"  # "leader": forward this request to the leader rather than answer 307
 _FORWARD = ("Authorization", "Content-Type", "Accept")
 _TIMEOUT = aiohttp.ClientTimeout(total=30, sock_connect=2)
 
@@ -41,14 +40,8 @@ def middleware(master: Master) -> Any:
     @web.middleware
     async def leader_proxy(request: web.Request, handler: Any) -> web.StreamResponse:
         ha = master.ha
-        if ha is None or VIA in request.headers or ha.store.is_leader:
-            return await handler(request)
-        asked = request.headers.get(ASK) == "leader"
-        if request.method in ("GET", "HEAD"):
-            # Reads are served here, but for the cluster view: the leader's (follower lag), else a 307.
-            if not (asked and request.path == CLUSTER_VIEW and request.query.get("stale") not in _TRUE):
-                return await handler(request)
-        elif not (asked or _marathon_path(request.path)):
+        if (ha is None or VIA in request.headers or ha.store.is_leader or not ha.for_the_leader(request)
+                or not (request.headers.get(ASK) == "leader" or _marathon_path(request.path))):
             return await handler(request)
         url = ha.leader_url()
         if url is None or ha.store.leader == ha.my_id:
