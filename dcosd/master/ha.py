@@ -28,7 +28,7 @@ from aiohttp import web
 from dcosd.config import master_url, url_address
 from dcosd.errors import ConfigError, DcosdError, NotLeader, Unavailable, ValidationError
 from dcosd.httputil import error_response, json_response
-from dcosd.master.replog.shell import RaftStore
+from dcosd.master.replog.shell import ENTERED_LOG, RaftStore
 from dcosd.master.replog.transport import (
     CLUSTER_HEADER,
     FROM_HEADER,
@@ -38,6 +38,7 @@ from dcosd.master.replog.transport import (
     FrameReader,
     HttpTransport,
 )
+from dcosd.master.services import leader_proxy
 
 if TYPE_CHECKING:
     from dcosd.master.service import Master
@@ -338,18 +339,48 @@ class HighAvailability:
             if not stale:
                 await self.barrier()
             return await handler(request)
+        if self.store.handover is not None or not self.store.is_leader or not self.master.is_leader:
+            await self._settled_leadership()
+            if not self.store.is_leader:
+                return await self._to_the_leader(request)
+        entered: list[int] = []
+        token = ENTERED_LOG.set(entered)
+        try:
+            return await handler(request)
+        except NotLeader:
+            if entered:
+                raise  # a command of it is in the log and may be committed: its outcome is unknown here
+            # Leadership moved while it was being served (its proposal waited for a hand-over, or this
+            # master was deposed) and none of it entered the log: it goes on as if it came to a follower.
+            await self._settled_leadership()
+            if self.store.is_leader:
+                raise
+            return await self._to_the_leader(request)
+        finally:
+            ENTERED_LOG.reset(token)
+
+    async def _settled_leadership(self) -> None:
         handover = self.store.handover
         if handover is not None:  # wait for it: then this master leads on, or the write goes to the new leader
             await asyncio.shield(handover)
         if not self.store.is_leader and (self.store.leader is None or self.store.leader == self.my_id):
             await self.store.wait_for_leader(ELECTION_WAIT)
-        if not self.store.is_leader:
-            url = self.leader_url()
-            if url is None or self.store.leader == self.my_id:
-                return error_response(503, "no leading master right now (election in progress); retry shortly",
-                                      leader=None)
-            raise web.HTTPTemporaryRedirect(url + request.path_qs)
-        return await handler(request)
+        pending = self._pending
+        if self.store.is_leader and not self.master.is_leader and pending is not None and not pending.done():
+            # Leader-only work starts a loop turn after the store leads (_follow_leadership); until then
+            # handlers refuse writes (Master.require_leader), so a write waits for it, as for an election.
+            await asyncio.wait({pending}, timeout=ELECTION_WAIT)
+
+    async def _to_the_leader(self, request: web.Request) -> web.StreamResponse:
+        """A write on a master that does not lead: 307 to the leader, or forwarded to it when the client
+        asks for that (leader_proxy.py); 503 while no master leads."""
+        url = self.leader_url()
+        if url is None or self.store.leader == self.my_id:
+            return error_response(503, "no leading master right now (election in progress); retry shortly",
+                                  leader=None)
+        if leader_proxy.wanted(request):
+            return await leader_proxy.forward(self.master, request, url)
+        raise web.HTTPTemporaryRedirect(url + request.path_qs)
 
     # -- cluster status -------------------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:

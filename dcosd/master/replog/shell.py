@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import dataclasses
 import logging
 import os
@@ -53,6 +54,11 @@ PROPOSE_TIMEOUT = 30.0
 FOLLOWER_APPLY_BATCH = 32
 READ_TIMEOUT = 5.0
 _EARLY = (MsgType.APPEND, MsgType.HEARTBEAT)
+# Where the current request's commands entered this master's log (ha.py sets a fresh list per write).
+# A request refused with NotLeader while its list is empty left nothing in any log: it can go on to the
+# new leader without any risk of being done twice. One whose list is not empty may have been committed
+# (its outcome is unknown here): that one is refused.
+ENTERED_LOG: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("entered_log", default=None)
 
 
 class RaftStore(Reads):
@@ -98,7 +104,7 @@ class RaftStore(Reads):
         self.term = state.hard_state.term
         self._applied_waiters: list[tuple[int, asyncio.Future]] = []
         # Inputs waiting for the next pump.
-        self._proposals: list[tuple[bytes, asyncio.Future]] = []
+        self._proposals: list[tuple[bytes, asyncio.Future, list[int] | None]] = []  # (command, answer, ENTERED_LOG)
         self._inbox: list[Message] = []
         self._read_requests: list[asyncio.Future] = []
         self._transfers: list[tuple[str | None, asyncio.Future]] = []
@@ -130,7 +136,7 @@ class RaftStore(Reads):
         if self._closed or self._failed is not None:
             raise StorageError("state store is closed")
         fut: asyncio.Future = self.loop.create_future()
-        self._proposals.append((codec.dumps(command), fut))
+        self._proposals.append((codec.dumps(command), fut, ENTERED_LOG.get()))
         # One timer per write showed in profiles; the tick expires them instead, oldest first.
         self._deadlines.append((self.loop.time() + PROPOSE_TIMEOUT, fut))
         self._schedule()
@@ -241,7 +247,7 @@ class RaftStore(Reads):
         if self._pump_handle is not None:
             self._pump_handle.cancel()
         closed = StorageError("state store is closed")
-        for fut in [f for _, f in self._proposals] + [f for _, f in self._waiting.values()] + \
+        for fut in [f for _, f, _ in self._proposals] + [f for _, f in self._waiting.values()] + \
                 self._read_requests + list(self._reads.values()) + [f for _, f in self._transfers] + self._watchers:
             self._settle(fut, closed, False)
         self._disk.put(None)
@@ -319,11 +325,13 @@ class RaftStore(Reads):
             if proposals:
                 self._proposals = []
                 try:
-                    placed = node.propose_many([p for p, _ in proposals])
-                    for (_, fut), pr in zip(proposals, placed):
+                    placed = node.propose_many([p for p, _, _ in proposals])
+                    for (_, fut, entered), pr in zip(proposals, placed):
                         self._waiting[pr.index] = (pr.term, fut)
+                        if entered is not None:
+                            entered.append(pr.index)
                 except NotLeader as exc:
-                    for _, fut in proposals:
+                    for _, fut, _ in proposals:
                         self._settle(fut, NotLeader(leader=exc.leader), False)
             self._drive()
         except BaseException as exc:  # noqa: BLE001 — storage failure: this master must stop
@@ -415,7 +423,7 @@ class RaftStore(Reads):
         log.critical("replicated log stopped: %s", exc)
         for _, fut in self._waiting.values():
             self._settle(fut, exc, False)
-        for _, fut in self._proposals:
+        for _, fut, _ in self._proposals:
             self._settle(fut, exc, False)
         if self._on_fatal is not None:
             self._on_fatal(exc)

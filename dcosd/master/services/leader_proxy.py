@@ -7,8 +7,9 @@ LeaderProxyFilter), and the usual one, marathon-python on requests, drops the Au
 when a redirect changes the port — so after a failover a client pointed at what is now a follower
 got 401 for every write. A browser cannot follow the 307 either: the leader is another origin, and
 fetch drops the Authorization header on the way. Only when a leader is known and reachable;
-otherwise the request goes on to ha.py's middleware (503 without a leader). A request already
-proxied once is never proxied again (leadership moved meanwhile: 307 then).
+otherwise the request goes on to ha.py's middleware (503 without a leader), which also forwards a
+write that lost its leader while it was served. A request already proxied once is never proxied
+again (leadership moved meanwhile: 307 then).
 """
 
 from __future__ import annotations
@@ -36,32 +37,42 @@ def _marathon_path(path: str) -> bool:
     return path == "/v2" or path.startswith("/v2/")
 
 
+def wanted(request: web.Request) -> bool:
+    """Whether a request for the leader is forwarded to it rather than answered 307: Marathon's /v2,
+    and whatever asks with ``X-Dcosd-Proxy: leader`` — unless it was proxied once already."""
+    return VIA not in request.headers and (request.headers.get(ASK) == "leader" or _marathon_path(request.path))
+
+
+async def forward(master: Master, request: web.Request, url: str) -> web.Response:
+    """Send ``request`` (its body read already, or still to read) to the leader at ``url``; its answer."""
+    headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
+    headers[VIA] = master.ha.my_id  # type: ignore[union-attr]
+    body = await request.read()
+    try:
+        async with master.http.request(request.method, url + request.path_qs, data=body, headers=headers,
+                                       timeout=_TIMEOUT, allow_redirects=False) as r:
+            data = await r.read()
+            out = web.Response(status=r.status, body=data)
+            for k in ("Content-Type", "Location"):
+                if k in r.headers:
+                    out.headers[k] = r.headers[k]
+            out.headers["X-Marathon-Leader"] = url
+            return out
+    except (TimeoutError, aiohttp.ClientError) as exc:
+        log.info("proxying %s %s to the leader %s failed: %s", request.method, request.path, url, exc)
+        return error_response(503, f"the leading master ({url}) did not answer: {exc}; retry shortly",
+                              leader=None)
+
+
 def middleware(master: Master) -> Any:
     @web.middleware
     async def leader_proxy(request: web.Request, handler: Any) -> web.StreamResponse:
         ha = master.ha
-        if (ha is None or VIA in request.headers or ha.store.is_leader or not ha.for_the_leader(request)
-                or not (request.headers.get(ASK) == "leader" or _marathon_path(request.path))):
+        if ha is None or ha.store.is_leader or not ha.for_the_leader(request) or not wanted(request):
             return await handler(request)
         url = ha.leader_url()
         if url is None or ha.store.leader == ha.my_id:
             return await handler(request)  # ha.py answers 503: no leader right now
-        headers = {k: request.headers[k] for k in _FORWARD if k in request.headers}
-        headers[VIA] = ha.my_id
-        body = await request.read()
-        try:
-            async with master.http.request(request.method, url + request.path_qs, data=body, headers=headers,
-                                           timeout=_TIMEOUT, allow_redirects=False) as r:
-                data = await r.read()
-                out = web.Response(status=r.status, body=data)
-                for k in ("Content-Type", "Location"):
-                    if k in r.headers:
-                        out.headers[k] = r.headers[k]
-                out.headers["X-Marathon-Leader"] = url
-                return out
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            log.info("proxying %s %s to the leader %s failed: %s", request.method, request.path, url, exc)
-            return error_response(503, f"the leading master ({url}) did not answer: {exc}; retry shortly",
-                                  leader=None)
+        return await forward(master, request, url)
 
     return leader_proxy
