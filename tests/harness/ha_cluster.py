@@ -8,14 +8,16 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sqlite3
+import threading
 import urllib.error
 import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
 
-from tests.harness.cluster import DCOSD, Proc, free_port, wait_for
+from tests.harness.cluster import DCOSD, Proc, free_port, kill_tree_of_tasks, wait_for, world_readable_tmp
 
 SECRET = "test-cluster-secret"
 TOKEN = "test-operator-token"
@@ -167,8 +169,8 @@ class HaCluster:
 
         return wait_for(reached, timeout=timeout, what=f"{among} applied what the furthest of them had")
 
-    def submit(self, i: str, task_id: str) -> int:
-        code, _ = self.api(i, "POST", "/dcosd/v1/tasks", {"task_id": task_id, "name": "w", "argv": ["true"],
+    def submit(self, i: str, task_id: str, argv: tuple[str, ...] = ("true",)) -> int:
+        code, _ = self.api(i, "POST", "/dcosd/v1/tasks", {"task_id": task_id, "name": "w", "argv": list(argv),
                                                            "resources": {"cpus": 0.01, "mem": 4}}, timeout=10)
         return code
 
@@ -197,3 +199,84 @@ class _NoRedirect(urllib.request.HTTPRedirectHandler):
 
 
 _NO_REDIRECTS = urllib.request.build_opener(_NoRedirect)
+
+
+class Writer:
+    """A client submitting one task at a time through every master in turn (followers redirect),
+    recording what was acknowledged and what was refused; a master that is gone is skipped (not a
+    refusal). ``argv`` is the tasks' command."""
+
+    def __init__(self, ha: HaCluster, prefix: str, argv: tuple[str, ...] = ("true",)) -> None:
+        self.ha, self.prefix, self.argv = ha, prefix, argv
+        self.acked: list[str] = []
+        self.refused: list[tuple[str, int]] = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run)
+        self._thread.start()
+
+    def _run(self) -> None:
+        n = 0
+        while not self._stop.is_set():
+            n += 1
+            via, tid = self.ha.ids[n % len(self.ha.ids)], f"{self.prefix}{n}"
+            try:
+                code = self.ha.submit(via, tid, self.argv)
+            except OSError:
+                continue
+            if code == 201:
+                self.acked.append(tid)
+            else:
+                self.refused.append((via, code))
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(30)
+
+
+class MastersWithAgents:
+    """Masters (an HaCluster) and the agents of one test, each agent given every master; every
+    process stopped by pid at the end, and any task process left behind killed."""
+
+    def __init__(self, tmp: Path, ids: tuple[str, ...] = ("m1", "m2", "m3"), env: dict[str, str] | None = None) -> None:
+        self.tmp = tmp
+        self.ha = HaCluster(tmp, ids=ids, env=env)
+        self.agents: dict[str, tuple[Proc, Path]] = {}
+        self.paused: set[str] = set()  # masters stopped with SIGSTOP
+
+    def start_agent(self, name: str, resources: str, *extra: str) -> Path:
+        """Agent ``name`` with its own work directory (returned)."""
+        work = world_readable_tmp(f"dcosd-ha-{name}-")
+        proc = Proc([*DCOSD, "agent", "--master", ",".join(self.ha.urls[i] for i in self.ha.ids),
+                     "--work-dir", str(work), "--listen", f"127.0.0.1:{free_port()}", "--secret", SECRET,
+                     "--resources", resources, "--no-vips", "--log-level", "debug", *extra],
+                    self.tmp / f"agent-{name}.log")
+        self.agents[name] = (proc, work)
+        return work
+
+    def alive_masters(self) -> tuple[str, ...]:
+        return tuple(i for i in self.ha.ids if self.ha.procs[i].alive() and i not in self.paused)
+
+    def leader(self) -> str:
+        return self.ha.wait_leader(self.alive_masters(), timeout=30)
+
+    def call(self, method: str, path: str, body: Any = None) -> Any:
+        """Through the leader; a 2xx answer's body."""
+        code, out = self.ha.api(self.leader(), method, path, body)
+        assert 200 <= code < 300, (method, path, code, out)
+        return out
+
+    def wait_agents(self, n: int) -> None:
+        def connected() -> bool:
+            nodes = self.call("GET", "/dcosd/v1/nodes")["nodes"]
+            return sum(1 for x in nodes if x["connected"] and x["state"] == "ACTIVE") >= n
+
+        wait_for(connected, timeout=30, what=f"{n} agents registered with the leader")
+
+    def stop(self) -> None:
+        for i in self.paused:
+            self.ha.procs[i].popen.send_signal(signal.SIGCONT)
+        for proc, _ in self.agents.values():
+            proc.stop()
+        self.ha.stop_all()
+        for _, work in self.agents.values():
+            kill_tree_of_tasks(work)

@@ -28,43 +28,21 @@ from typing import Any
 import psutil
 import pytest
 
-from tests.harness.cluster import (
-    DCOSD,
-    Proc,
-    free_port,
-    kill_tree_of_tasks,
-    wait_for,
-    world_readable_tmp,
-)
-from tests.harness.ha_cluster import SECRET, TOKEN, HaCluster
+from tests.harness.cluster import wait_for
+from tests.harness.ha_cluster import TOKEN, HaCluster, MastersWithAgents
 
 APPS = Path(__file__).parent.parent / "compat" / "pymesos_apps"
 HAVE_PYMESOS = importlib.util.find_spec("pymesos") is not None and importlib.util.find_spec("http_parser") is not None
 
 
-class Cluster:
-    """Three masters and the agents of one test; every process stopped by pid at the end."""
+class Cluster(MastersWithAgents):
+    """Five masters and the agents of one test."""
 
     def __init__(self, tmp: Path) -> None:
-        self.tmp = tmp
         # Five masters: the leader can be killed while the seed is paused, and the other three still
         # elect one of themselves — so the seed, the master clients are given, is a follower again after
         # the failover and has to send them on (503 while there is no leader, then 307 or a proxy).
-        self.ha = HaCluster(tmp, ids=("m1", "m2", "m3", "m4", "m5"))
-        self.agents: dict[str, tuple[Proc, Path]] = {}
-        self.paused: set[str] = set()
-
-    def start_agent(self, name: str, resources: str, *extra: str) -> None:
-        work = world_readable_tmp(f"dcosd-fo-{name}-")
-        port = free_port()
-        proc = Proc([*DCOSD, "agent", "--master", ",".join(self.ha.urls[i] for i in self.ha.ids),
-                     "--work-dir", str(work), "--listen", f"127.0.0.1:{port}", "--secret", SECRET,
-                     "--resources", resources, "--no-vips", "--log-level", "debug", *extra],
-                    self.tmp / f"agent-{name}.log")
-        self.agents[name] = (proc, work)
-
-    def alive_masters(self) -> tuple[str, ...]:
-        return tuple(i for i in self.ha.ids if self.ha.procs[i].alive() and i not in self.paused)
+        super().__init__(tmp, ids=("m1", "m2", "m3", "m4", "m5"))
 
     def seed(self) -> str:
         """A follower: the master the clients of a test are given."""
@@ -86,31 +64,6 @@ class Cluster:
         assert self.ha.wait_leader(self.alive_masters(), timeout=30) == new
         assert new not in (old, seed)
         return old, new
-
-    def leader(self) -> str:
-        return self.ha.wait_leader(self.alive_masters(), timeout=30)
-
-    def call(self, method: str, path: str, body: Any = None) -> Any:
-        """Through any live master (followers redirect to the leader)."""
-        code, out = self.ha.api(self.leader(), method, path, body)
-        assert 200 <= code < 300, (method, path, code, out)
-        return out
-
-    def wait_agents(self, n: int) -> None:
-        def connected() -> bool:
-            nodes = self.call("GET", "/dcosd/v1/nodes")["nodes"]
-            return sum(1 for x in nodes if x["connected"] and x["state"] == "ACTIVE") >= n
-
-        wait_for(connected, timeout=30, what=f"{n} agents registered with the leader")
-
-    def stop(self) -> None:
-        for i in self.paused:
-            self.ha.procs[i].popen.send_signal(signal.SIGCONT)
-        for proc, _ in self.agents.values():
-            proc.stop()
-        self.ha.stop_all()
-        for _, work in self.agents.values():
-            kill_tree_of_tasks(work)
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.harness.cluster import DCOSD, Proc, free_port, wait_for, world_readable_tmp
-from tests.harness.ha_cluster import SECRET, TOKEN, HaCluster
+from tests.harness.ha_cluster import SECRET, TOKEN, HaCluster, Writer
 
 
 @pytest.fixture
@@ -492,37 +492,6 @@ def test_a_backup_restores_a_new_cluster_with_every_write_acknowledged_before_it
         new.stop_all()
 
 
-class _Writer:
-    """A client writing one task at a time through every master in turn (followers redirect), recording
-    what was acknowledged and what was refused; a master that is gone is skipped (not a refusal)."""
-
-    def __init__(self, ha: HaCluster, prefix: str) -> None:
-        self.ha, self.prefix = ha, prefix
-        self.acked: list[str] = []
-        self.refused: list[tuple[str, int]] = []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run)
-        self._thread.start()
-
-    def _run(self) -> None:
-        n = 0
-        while not self._stop.is_set():
-            n += 1
-            via, tid = self.ha.ids[n % len(self.ha.ids)], f"{self.prefix}{n}"
-            try:
-                code = self.ha.submit(via, tid)
-            except OSError:
-                continue
-            if code == 201:
-                self.acked.append(tid)
-            else:
-                self.refused.append((via, code))
-
-    def stop(self) -> None:
-        self._stop.set()
-        self._thread.join(30)
-
-
 def test_transfer_leader_hands_leadership_to_the_named_master(ha: HaCluster):
     """`dcosd cluster transfer-leader --to X`: X leads in the next term, elected at once (the others
     vote for it although their leader is alive, because that leader asked); a writer going on meanwhile
@@ -538,7 +507,7 @@ def test_transfer_leader_hands_leadership_to_the_named_master(ha: HaCluster):
                                *args], capture_output=True, text=True, timeout=30)
 
     changes = ha.api(leader, "GET", "/metrics/snapshot")[1]["replog/leader_changes"]
-    w = _Writer(ha, "t")
+    w = Writer(ha, "t")
     try:
         wait_for(lambda: len(w.acked) >= 20, timeout=20, what="writes before the transfer")
         cp = transfer("--to", to)  # through a follower: redirected to the leader
@@ -589,7 +558,7 @@ def test_a_leader_stopped_with_sigterm_hands_over_before_it_exits(ha: HaCluster)
     ha.start_all()
     leader = ha.wait_leader()
     term = ha.status(leader)["term"]
-    w = _Writer(ha, "s")
+    w = Writer(ha, "s")
     try:
         wait_for(lambda: len(w.acked) >= 20, timeout=20, what="writes before the stop")
         ha.stop(leader)
