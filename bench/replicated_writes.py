@@ -20,6 +20,7 @@ import asyncio
 import base64
 import os
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -138,6 +139,7 @@ class Tally:
         self.seconds = 0.0
         self.cpu = 0.0
         self.latencies: list[float] = []
+        self.round_rates: list[float] = []  # writes/s of each round, in order
 
     def rate(self) -> float:
         return self.writes / self.seconds if self.seconds else 0.0
@@ -153,6 +155,7 @@ class Tally:
 async def one_round(tally: Tally, make_request, clients: int, seconds: float, pids: list[int]) -> None:
     c0, t0 = cpu_seconds(pids), time.monotonic()
     rate, _, lat = await run_level(make_request, clients, seconds)
+    tally.round_rates.append(rate)
     tally.seconds += time.monotonic() - t0
     tally.cpu += cpu_seconds(pids) - c0
     tally.writes += len(lat)
@@ -207,6 +210,13 @@ def main() -> None:
         d, e = results[("dcosd", c)], results[("etcd", c)]
         print(f"{c:7d} {d.rate():10.0f} {e.rate():10.0f} {d.rate() / e.rate():6.2f}x {d.p99() * 1000:9.1f}ms "
               f"{e.p99() * 1000:7.1f}ms {d.p99() / e.p99():5.2f}x   {d.cpu_per_write_us():7.0f}us {e.cpu_per_write_us():5.0f}us")
+    # How far the ratio moves between neighbouring rounds: the disk and CPU of a shared VM drift, and a
+    # ratio is only as good as its spread.
+    print("\nwrites/s ratio of each round against the etcd round after it (median, then each round)")
+    for c in levels:
+        pairs = [a / b for a, b in zip(results[("dcosd", c)].round_rates, results[("etcd", c)].round_rates) if b]
+        if pairs:
+            print(f"{c:7d}  {statistics.median(pairs):5.2f}x   " + " ".join(f"{r:.2f}" for r in pairs))
 
 
 if __name__ == "__main__":
