@@ -411,6 +411,7 @@ class HighAvailability:
                "replog/term": float(st["term"]), "replog/commit_index": float(st["commit"]),
                "replog/applied_index": float(st["applied"]), "replog/last_index": float(st["last_index"]),
                "replog/snapshot_index": float(st["snapshot_index"])}
+        out.update({f"replog/disk/{k}": v for k, v in self.store.disk_times.summary().items()})
         for pid, f in st.get("followers", {}).items():  # on the leader
             out[f"replog/followers/{pid}/lag"] = float(f["lag"])
             out[f"replog/followers/{pid}/reachable"] = float(self.transport.reachable.get(pid, False))

@@ -522,6 +522,9 @@ def test_transfer_leader_hands_leadership_to_the_named_master(ha: HaCluster):
         assert metrics[leader]["replog/leader_changes"] == changes + 1  # the transferee
         assert {k for k in metrics[to] if k.startswith("replog/followers/")} == {
             f"replog/followers/{i}/{g}" for i in (leader, other) for g in ("lag", "reachable")}
+        for x in metrics.values():  # every master's own durable writes of the log (a slow disk shows here)
+            assert x["replog/disk/durable_writes"] >= 20 and x["replog/disk/slow_writes"] >= 0
+            assert 0 < x["replog/disk/write_ms_p50"] <= x["replog/disk/write_ms_p99"] <= x["replog/disk/write_ms_max"]
         before = len(w.acked)
         wait_for(lambda: len(w.acked) >= before + 20, timeout=20, what="writes acknowledged by the new leader")
     finally:

@@ -32,6 +32,7 @@ import os
 import queue
 import random
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -42,6 +43,7 @@ from dcosd.master.state.checkpoint import Checkpointer
 from dcosd.master.state.store import Reads, migrate, open_db
 
 from .core import RaftNode
+from .disk_timing import DurableWriteTimes
 from .messages import Message, MsgType, Ready, Role
 from .storage import RaftStorage
 
@@ -125,6 +127,7 @@ class RaftStore(Reads):
         self._pump_handle: asyncio.Handle | None = None
         self._closed = False
         self._failed: BaseException | None = None
+        self.disk_times = DurableWriteTimes()  # of the fsynced writes (metrics, slow-disk warnings)
         self._disk: queue.SimpleQueue[tuple[Ready, list[Message]] | None] = queue.SimpleQueue()
         self._disk_thread = threading.Thread(target=self._disk_loop, name="raft-disk", daemon=True)
         self._disk_thread.start()
@@ -366,11 +369,11 @@ class RaftStore(Reads):
         On the loop, not the disk thread: at one write in flight the two thread hops cost more than the
         loop loses by blocking (peers' frames wait in the socket and become the next batch)."""
         if messages and rd.snapshot is None and rd.committed_entries:
-            self.storage.write_ready(dataclasses.replace(rd, committed_entries=[]))
+            self._durably(dataclasses.replace(rd, committed_entries=[]))
             self._send(messages)
             outcomes = self.storage.write_ready(Ready(committed_entries=rd.committed_entries))
         else:
-            outcomes = self.storage.write_ready(rd)
+            outcomes = self._durably(rd)
             if messages:
                 self._send(messages)
         self._checkpointer.maybe_inline()
@@ -396,7 +399,7 @@ class RaftStore(Reads):
                     self.loop.call_soon_threadsafe(self._applied_early, done)
                     written = dataclasses.replace(rd, committed_entries=[e for e in rd.committed_entries
                                                                          if e.index >= cut])
-                outcomes = self.storage.write_ready(written)
+                outcomes = self._durably(written)
                 self._checkpointer.maybe_inline()
                 result: tuple = (rd, later, outcomes, None)
             except BaseException as exc:  # noqa: BLE001 — reported on the loop, where the master stops
@@ -405,6 +408,19 @@ class RaftStore(Reads):
                 self.loop.call_soon_threadsafe(self._persisted, *result)
             except RuntimeError:  # the loop is closed: we are shutting down
                 return
+
+    def _durably(self, rd: Ready) -> list:
+        """``storage.write_ready`` of a Ready that is fsynced, timed (on either thread). Not one that
+        installs a snapshot: that takes as long as the image is large, whatever the disk."""
+        if rd.snapshot is not None:
+            return self.storage.write_ready(rd)
+        t0 = time.monotonic()
+        outcomes = self.storage.write_ready(rd)
+        now = time.monotonic()
+        warning = self.disk_times.record(now - t0, now)
+        if warning is not None:
+            log.warning("%s", warning)
+        return outcomes
 
     def _persisted(self, rd: Ready, later: list[Message], outcomes: list | None, error: BaseException | None) -> None:
         if self._closed:
