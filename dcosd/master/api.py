@@ -74,8 +74,8 @@ class OperatorApi:
         self.master.require_operator(request)
         self.master.require_leader()
         spec = TaskSpec.from_dict(await read_json(request), assign_id=True)
+        # Placement is woken by the commit itself (Master._on_commit), on whichever path it is applied.
         await self.master.store.propose({"type": "task_submit", "time": time.time(), "spec": spec.to_dict()})
-        self.master.placement_wanted()
         return json_response({"task_id": spec.task_id}, status=201)
 
     async def list_tasks(self, request: web.Request) -> web.Response:
