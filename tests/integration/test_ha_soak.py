@@ -36,13 +36,13 @@ def lab(tmp_path: Path):
         lab.stop()
 
 
-def test_tasks_submitted_through_a_minute_of_leader_faults_each_run_once(lab: MastersWithAgents, tmp_path: Path):
+def test_tasks_submitted_through_a_minute_of_leader_faults_each_run_once(lab: MastersWithAgents):
     ha = lab.ha
     work = lab.start_agent("a", "cpus:64;mem:65536", "--backend", "process")
     lab.wait_agents(1)
     shared = work / "shared"
-    shared.mkdir(mode=0o777)
-    shared.chmod(0o777)  # tasks run as nobody
+    shared.mkdir()
+    shared.chmod(0o777)  # tasks run as nobody (and mkdir's mode is cut by the umask)
     ran = shared / "ran"
     w = Writer(ha, "k", argv=("sh", "-c", f'echo "$DCOSD_TASK_ID" >> {ran}'))
     rng = random.Random(3)
