@@ -18,12 +18,20 @@ IDS = ("m1", "m2", "m3")
 FROZEN = 3600.0  # seconds between the stores' own ticks: none happens during a test
 
 
-def cluster(tmp: Path, loop: asyncio.AbstractEventLoop) -> dict[str, RaftStore]:
+def cluster(tmp: Path, loop: asyncio.AbstractEventLoop, cut: set[str] | None = None) -> dict[str, RaftStore]:
+    """``cut``: the test's own set of stores cut off from the others; messages to or from them are lost
+    (judged when a message is sent and again when it is delivered, as a link going down would)."""
     stores: dict[str, RaftStore] = {}
+    lost = cut if cut is not None else set()
+
+    def deliver(m: Message) -> None:
+        if m.to in stores and m.to not in lost and m.frm not in lost:
+            stores[m.to].step([m])
 
     def send(messages: list[Message]) -> None:
         for m in messages:
-            loop.call_soon(lambda m=m: stores[m.to].step([m]) if m.to in stores else None)
+            if m.to not in lost and m.frm not in lost:
+                loop.call_soon(deliver, m)
 
     for i in IDS:
         stores[i] = RaftStore(tmp / i / "state.db", i, list(IDS), send=send, loop=loop, tick_seconds=FROZEN)
@@ -38,6 +46,21 @@ async def elect(store: RaftStore, timeout: float = 20.0) -> None:
             await asyncio.sleep(0.002)
 
     await asyncio.wait_for(ticking(), timeout)
+
+
+async def elect_any(candidates: list[RaftStore], timeout: float = 20.0) -> RaftStore:
+    """Tick ``candidates`` together (each one's frozen clock advanced) until one of them leads: each
+    must also outlast its lease on the leader it heard last before it grants a vote."""
+    async def ticking() -> RaftStore:
+        while True:
+            for s in candidates:
+                if s.is_leader:
+                    return s
+            for s in candidates:
+                s._on_tick()
+            await asyncio.sleep(0.002)
+
+    return await asyncio.wait_for(ticking(), timeout)
 
 
 async def until(pred, what: str, timeout: float = 10.0) -> None:

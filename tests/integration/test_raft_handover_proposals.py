@@ -14,7 +14,7 @@ import pytest
 
 from dcosd.errors import NotLeader
 from dcosd.master.replog.shell import ENTERED_LOG
-from tests.harness.raft_stores import cluster, elect, submit, until
+from tests.harness.raft_stores import cluster, elect, elect_any, submit, until
 
 
 def _queued(store) -> set[str]:
@@ -69,6 +69,66 @@ def test_a_proposal_held_by_a_handover_is_refused_with_nothing_in_the_log(tmp_pa
             with pytest.raises(NotLeader):
                 await write("late", late)
             assert late == []
+        finally:
+            for s in stores.values():
+                s.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_proposal_whose_slot_another_leader_committed_is_refused_with_nothing_in_the_log(tmp_path: Path) -> None:
+    """A leader cut off from the others (the client still reaching it) holds a write it cannot commit;
+    the others elect a leader, which commits its own entry at that index. When the link heals the write
+    is refused with its list empty: it was provably never committed, so ha.py sends it on instead of
+    answering 503 (outcome unknown)."""
+    async def scenario() -> None:
+        loop = asyncio.get_running_loop()
+        cut: set[str] = set()
+        stores = cluster(tmp_path, loop, cut)
+        try:
+            old = stores["m1"]
+            await elect(old)
+            done: list[int] = []
+            ENTERED_LOG.set(done)
+            await old.propose(submit("before"))
+
+            cut.add("m1")
+            stranded: list[int] = []
+
+            async def write() -> object:
+                ENTERED_LOG.set(stranded)
+                return await old.propose(submit("stranded"))
+
+            pending = asyncio.ensure_future(write())
+            await until(lambda: len(stranded) == 1, "the write to enter m1's log")
+            slot = stranded[0]
+            assert old.node.log.term(slot) == old.term
+
+            new = await elect_any([stores["m2"], stores["m3"]])
+            other: list[int] = []
+            ENTERED_LOG.set(other)
+            await new.propose(submit("elsewhere"))  # the new leader's no-op and this fill the slots
+            assert new.node.log.term(slot) == new.term != old.node.log.term(slot)
+            assert not pending.done()
+
+            cut.discard("m1")
+            async def heartbeats() -> None:  # the new leader's heartbeats repair m1's log; m1's own
+                while True:                     # tick makes it apply what is committed
+                    new._on_tick()
+                    old._on_tick()
+                    await asyncio.sleep(0.005)
+            beating = asyncio.ensure_future(heartbeats())
+            try:
+                with pytest.raises(NotLeader):
+                    await asyncio.wait_for(pending, 10)
+            finally:
+                beating.cancel()
+            assert stranded == []  # nothing of it can ever be committed: safe to send on
+            assert done != []  # a write that was committed keeps its index
+            index = await new.read_index()
+            for s in stores.values():
+                await s.wait_applied(index, timeout=5)
+                assert _queued(s) == {"before", "elsewhere"}
         finally:
             for s in stores.values():
                 s.close()

@@ -59,7 +59,9 @@ _EARLY = (MsgType.APPEND, MsgType.HEARTBEAT)
 # Where the current request's commands entered this master's log (ha.py sets a fresh list per write).
 # A request refused with NotLeader while its list is empty left nothing in any log: it can go on to the
 # new leader without any risk of being done twice. One whose list is not empty may have been committed
-# (its outcome is unknown here): that one is refused.
+# (its outcome is unknown here): that one is refused. An index leaves the list again when another
+# leader's entry is committed at it (_deliver): a committed slot is final, and a leader puts a command at
+# one index only, so that command can never be committed anywhere.
 ENTERED_LOG: contextvars.ContextVar[list[int] | None] = contextvars.ContextVar("entered_log", default=None)
 
 
@@ -115,7 +117,8 @@ class RaftStore(Reads):
         self._compact_due: tuple[int, bytes] | None = None
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         # Outputs the node still owes.
-        self._waiting: dict[int, tuple[int, asyncio.Future]] = {}  # index -> (term, future)
+        # index -> (term, future, the proposing request's ENTERED_LOG)
+        self._waiting: dict[int, tuple[int, asyncio.Future, list[int] | None]] = {}
         self._reads: dict[int, asyncio.Future] = {}
         self._read_seq = 0
         self._announced: tuple[bool, str | None, int] = (False, None, -1)
@@ -250,7 +253,7 @@ class RaftStore(Reads):
         if self._pump_handle is not None:
             self._pump_handle.cancel()
         closed = StorageError("state store is closed")
-        for fut in [f for _, f, _ in self._proposals] + [f for _, f in self._waiting.values()] + \
+        for fut in [f for _, f, _ in self._proposals] + [f for _, f, _ in self._waiting.values()] + \
                 self._read_requests + list(self._reads.values()) + [f for _, f in self._transfers] + self._watchers:
             self._settle(fut, closed, False)
         self._disk.put(None)
@@ -330,7 +333,7 @@ class RaftStore(Reads):
                 try:
                     placed = node.propose_many([p for p, _, _ in proposals])
                     for (_, fut, entered), pr in zip(proposals, placed):
-                        self._waiting[pr.index] = (pr.term, fut)
+                        self._waiting[pr.index] = (pr.term, fut, entered)
                         if entered is not None:
                             entered.append(pr.index)
                 except NotLeader as exc:
@@ -437,7 +440,7 @@ class RaftStore(Reads):
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
         log.critical("replicated log stopped: %s", exc)
-        for _, fut in self._waiting.values():
+        for _, fut, _ in self._waiting.values():
             self._settle(fut, exc, False)
         for _, fut, _ in self._proposals:
             self._settle(fut, exc, False)
@@ -461,7 +464,7 @@ class RaftStore(Reads):
         self._deliver(outcomes)
         if rd.snapshot is not None:  # proposals whose slots the snapshot covers: outcome unknown here
             for index in [i for i in self._waiting if i <= rd.snapshot.meta.index]:
-                _, fut = self._waiting.pop(index)
+                _, fut, _ = self._waiting.pop(index)
                 self._settle(fut, NotLeader(leader=node.leader), False)
         self._advance_applied(node.log.applied)
         for rs in rd.read_states:  # 6: the caller then waits for applied >= index
@@ -489,8 +492,10 @@ class RaftStore(Reads):
             waiter = self._waiting.pop(e.index, None)
             fut = None
             if waiter is not None:
-                term, fut = waiter
-                if term != e.term:  # our proposal lost its slot to another leader's entry
+                term, fut, entered = waiter
+                if term != e.term:  # our proposal lost its slot to another leader's entry: never committed
+                    if entered is not None and e.index in entered:
+                        entered.remove(e.index)
                     self._settle(fut, NotLeader(leader=node.leader), False)
                     fut = None
             if ok and command is not None:
