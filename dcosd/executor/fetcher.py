@@ -40,7 +40,7 @@ def parse_uri(uri: str) -> tuple[str, str | None, str]:
     parts = urllib.parse.urlsplit(uri)
     digest = None
     if parts.fragment:
-        m = _SHA256.match(parts.fragment)
+        m = _SHA256.fullmatch(parts.fragment)
         if not m:
             raise _fail(f"cannot fetch {uri}: the only fragment understood is #sha256=<64 hex digits>")
         digest = m.group(1).lower()

@@ -23,7 +23,7 @@ def new_task_id(name: str) -> str:
 
 
 def valid_task_id(task_id: str) -> bool:
-    return bool(_TASK_ID_OK.match(task_id)) and task_id not in (".", "..")
+    return bool(_TASK_ID_OK.fullmatch(task_id)) and task_id not in (".", "..")
 
 
 def new_agent_id() -> str:

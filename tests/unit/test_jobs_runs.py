@@ -106,7 +106,7 @@ def test_defaults_are_filled_in():
 
 
 @pytest.mark.parametrize("patch,field", [
-    ({"id": "Upper"}, "id"), ({"id": "a..b"}, "id"), ({"bogus": 1}, "bogus"),
+    ({"id": "Upper"}, "id"), ({"id": "a..b"}, "id"), ({"id": "a\n"}, "id"), ({"bogus": 1}, "bogus"),
     ({"run": {"cmd": "x", "foo": 1}}, "run.foo"), ({"run": {"cmd": "x", "args": ["x"]}}, "run.cmd"),
     ({"run": {"cmd": "x", "cpus": -1}}, "run.cpus"), ({"run": {"cmd": "x", "mem": "lots"}}, "run.mem"),
     ({"run": {"cmd": "x", "activeDeadlineSeconds": -5}}, "run.activeDeadlineSeconds"),
@@ -116,6 +116,7 @@ def test_defaults_are_filled_in():
     ({"run": {"cmd": "x", "restart": {"policy": "ON_FAILURE", "maxAttempts": 0}}}, "run.restart.maxAttempts"),
     ({"run": {"cmd": "x", "env": {"A": 1}}}, "run.env.A"),
     ({"schedules": [{"id": "s", "cron": "* * *"}]}, "schedules[0].cron"),
+    ({"schedules": [{"id": "s\n", "cron": "* * * * *"}]}, "schedules[0].id"),
     ({"schedules": [{"id": "s", "cron": "* * * * *", "timezone": "Mars/Base"}]}, "schedules[0].timezone"),
     ({"schedules": [{"id": "s", "cron": "* * * * *", "startingDeadlineSeconds": -1}]},
      "schedules[0].startingDeadlineSeconds"),

@@ -29,6 +29,7 @@ def test_spec_defaults_and_round_trip():
     ({"cmd": "   "}, "non-empty"),
     ({"argv": ["x"], "task_id": "../etc"}, "not a valid id"),
     ({"argv": ["x"], "task_id": "a/b"}, "not a valid id"),
+    ({"argv": ["x"], "task_id": "a\n"}, "not a valid id"),  # `$` alone would take a trailing newline
     ({"argv": ["x"], "resources": {"cpus": 0, "mem": 32}}, "greater than 0"),
     ({"argv": ["x"], "resources": {"cpus": 1, "mem": 1}}, "at least 4"),
     ({"argv": ["x"], "env": {"A": 1}}, "env.A"),

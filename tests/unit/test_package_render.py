@@ -308,7 +308,7 @@ def test_app_id_override():
     assert render(make(), app_id="hello-3")["id"] == "/hello-3"
 
 
-@pytest.mark.parametrize("bad", ["", "/", "Upper", "/a//b", "/a/../b", "-lead", "trail-", "sp ace", "/a/./b", "a_b"])
+@pytest.mark.parametrize("bad", ["", "/", "Upper", "/a//b", "/a/../b", "-lead", "trail-", "sp ace", "/a/./b", "a_b", "/a\n"])
 def test_app_id_override_is_validated(bad):
     assert not valid_app_id(bad)
     with pytest.raises(RenderError, match="not a valid Marathon path id"):

@@ -103,7 +103,7 @@ def test_ids_and_discovery_names():
     assert normalise_id("//grp//web/") == "/grp/web"
     assert normalise_id("../x", "/grp/sub") == "/grp/x"
     assert discovery_name("/grp/app") == "app.grp"
-    for bad in ("/Web", "/-a", "/a_b", "", "/../x", 5):
+    for bad in ("/Web", "/-a", "/a_b", "", "/../x", 5, "/web\n", "/web\n/x"):
         with pytest.raises(AppInvalid):
             normalise_id(bad)
 

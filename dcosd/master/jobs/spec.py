@@ -94,7 +94,7 @@ def _strings(value: Any, where: str) -> dict[str, str]:
 
 
 def valid_job_id(job_id: Any) -> bool:
-    return isinstance(job_id, str) and 0 < len(job_id) <= MAX_ID and bool(_ID.match(job_id))
+    return isinstance(job_id, str) and 0 < len(job_id) <= MAX_ID and bool(_ID.fullmatch(job_id))
 
 
 def parse_job(data: Any, *, job_id: str | None = None) -> tuple[dict[str, Any], list[dict[str, Any]] | None]:
@@ -176,7 +176,7 @@ def parse_schedule(data: Any, where: str = "schedule", *, schedule_id: str | Non
     s = _obj(data, where, SCHEDULE_FIELDS)
     sid = s.get("id", schedule_id)
     _req(sid is not None, f"{where}.id is required")
-    _req(isinstance(sid, str) and len(sid) <= MAX_ID and bool(_SCHEDULE_ID.match(sid)),
+    _req(isinstance(sid, str) and len(sid) <= MAX_ID and bool(_SCHEDULE_ID.fullmatch(sid)),
          f"{where}.id {sid!r} is not a valid schedule id (lowercase letters, digits and dashes)")
     _req(schedule_id is None or sid == schedule_id, f"{where}.id {sid!r} does not match {schedule_id!r} of the URL")
     _req("cron" in s, f"{where}.cron is required")

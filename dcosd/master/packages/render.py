@@ -225,7 +225,7 @@ def valid_app_id(app_id: Any) -> bool:
     """A Marathon path id: ``/group/app`` with lowercase letters, digits, ``-`` and ``.`` per segment."""
     if not isinstance(app_id, str) or not app_id.strip("/") or len(app_id) > 512:
         return False
-    return all(_SEGMENT_RE.match(seg) for seg in app_id.strip("/").split("/"))
+    return all(_SEGMENT_RE.fullmatch(seg) for seg in app_id.strip("/").split("/"))
 
 
 def normalise_app_id(app_id: str) -> str:

@@ -247,7 +247,7 @@ def _build(source: _Source, name: str, url: str, limits: Limits) -> Repository:
     total = 0
     for (letter, pkg_name, rev), files in sorted(revisions.items()):
         where = f"{root}packages/{letter}/{pkg_name}/{rev}"
-        if not NAME_RE.match(pkg_name):
+        if not NAME_RE.fullmatch(pkg_name):
             raise RepositoryError(f"{pkg_name!r} is not a valid package name "
                                   "(lowercase letters, digits and '-')", source.display(where))
         if not rev.isdigit():

@@ -79,7 +79,7 @@ def normalise_id(raw: Any, base: str = "/", what: str = "id") -> str:
                 raise _bad(f"{what}: {raw!r} climbs above the root")
             parts.pop()
             continue
-        if not _SEGMENT.match(seg):
+        if not _SEGMENT.fullmatch(seg):
             raise _bad(f"{what}: {raw!r} is invalid (segments are lower-case letters, digits and '-', "
                        f"not starting or ending with '-')")
         parts.append(seg)
