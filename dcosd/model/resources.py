@@ -116,10 +116,12 @@ class Resources:
                     raise ResourceError(f"{name} must not be negative (got {value})")
                 if value > MAX_SCALAR[name]:
                     raise ResourceError(f"{name}={value} is beyond any machine (limit {MAX_SCALAR[name]:g})")
-                scalars[name] = value
+                fixed = _fix(value)
+                if fixed != 0.0:  # as of() keeps them: every submitted task is parsed here
+                    scalars[name] = fixed
             else:
                 raise ResourceError(f"unknown resource {name!r} (known: {', '.join(SCALAR_NAMES)}, ports)")
-        return cls.of(ports, **scalars)
+        return cls(scalars, normalise_ranges(ports) if ports else ())
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {k: self.scalars.get(k, 0.0) for k in ("cpus", "mem", "disk")}
