@@ -30,6 +30,7 @@ from dcosd.errors import ConfigError, DcosdError, NotLeader, Unavailable, Valida
 from dcosd.httputil import error_response, json_response
 from dcosd.master.replog.shell import ENTERED_LOG, RaftStore
 from dcosd.master.replog.transport import (
+    CHUNKS_HEADER,
     CLUSTER_HEADER,
     FROM_HEADER,
     PEERS_HEADER,
@@ -271,9 +272,10 @@ class HighAvailability:
                 self._refused_at[request.remote or ""] = now
                 log.error("refusing raft messages from %s: %s", request.remote, refusal)
             return error_response(409, refusal)
-        resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "tcp"})
+        resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "tcp", CHUNKS_HEADER: "1"})
         await resp.prepare(request)
-        reader = FrameReader(self.store.step, request.remote or "?")
+        reader = FrameReader(self.store.step, request.headers.get(FROM_HEADER) or request.remote or "?",
+                             images=self.store.path)
         request.protocol.set_parser(reader)  # type: ignore[union-attr,arg-type]
         self._inbound.add(reader)
         try:

@@ -15,7 +15,8 @@ import apsw
 import pytest
 
 from dcosd.errors import StorageError
-from dcosd.master.replog.messages import Entry, HardState, Ready
+from dcosd.master.replog.image import ImageFile
+from dcosd.master.replog.messages import Entry, HardState, Ready, Snapshot, SnapshotMeta
 from dcosd.master.replog.storage import RaftStorage
 from dcosd.master.state.store import migrate, open_db
 from tests.harness.cluster import wait_for
@@ -77,7 +78,8 @@ def test_a_recorded_snapshot_survives_a_restart_and_drops_its_log(storage: RaftS
     storage.db.close()
     state, applied = _reopen(tmp_path).load()
     assert (state.snapshot.meta.index, state.snapshot.meta.term) == (50, 1)
-    assert state.snapshot.data == data
+    assert isinstance(state.snapshot.data, ImageFile)  # the core holds the file, not the bytes
+    assert state.snapshot.data.read() == data
     assert [e.index for e in state.entries] == list(range(51, 61))
     assert applied == 60
 
@@ -175,3 +177,65 @@ def test_recording_a_snapshot_leaves_a_later_image_and_its_scratch_alone(storage
     _reopen(tmp_path).load()  # at start, only the recorded image survives
     assert [p.name for p in tmp_path.glob("state.db.snapshot-*")] == ["state.db.snapshot-50"]
     assert not scratch.exists()
+
+
+def _leader_image(tmp_path: Path, last: int) -> bytes:
+    """The image another master (a leader) has of entries 1..last."""
+    other = tmp_path / "leader"
+    other.mkdir()
+    db = open_db(other / "state.db")
+    migrate(db)
+    s = RaftStorage(db, other / "state.db")
+    _write(s, 1, last)
+    try:
+        return s.image_of(s.pin_state(), last)
+    finally:
+        db.close()
+
+
+def test_a_received_image_becomes_this_masters_image_file_not_a_row(storage: RaftStorage, tmp_path: Path) -> None:
+    """Installed, an image that came in chunks (a file beside the database) is moved into place: the
+    core's ImageFile follows it, the database holds no copy, and a restart loads it as a file.
+    Received images it makes useless go; one still arriving, or of a later index, stays."""
+    data = _leader_image(tmp_path, 70)
+    received = tmp_path / "state.db.snap-recv-70-1-3"
+    received.write_bytes(data)
+    stale = tmp_path / "state.db.snap-recv-60-1-2"
+    stale.write_bytes(b"an image the core had no use for")
+    arriving = tmp_path / "state.db.snap-recv-80-1-4.part"
+    arriving.write_bytes(b"half an image")
+    later = tmp_path / "state.db.snap-recv-90-1-5"
+    later.write_bytes(b"a later image, not installed yet")
+    image = ImageFile(received, len(data))
+    storage.write_ready(Ready(hard_state=HardState(1, None, 70), snapshot=Snapshot(SnapshotMeta(70, 1), image)))
+    assert image.path == tmp_path / "state.db.snapshot-70" and image.read() == data
+    assert sorted(p.name for p in tmp_path.glob("state.db.snap*")) == [
+        "state.db.snap-recv-80-1-4.part", "state.db.snap-recv-90-1-5", "state.db.snapshot-70"]
+    assert _queued(tmp_path / "state.db") == 70
+    assert [bytes(d) for (d,) in storage.db.execute("SELECT data FROM raft_snapshot")] == [b""]
+    storage.db.close()
+    state, applied = _reopen(tmp_path).load()
+    assert applied == 70 and state.snapshot.meta == SnapshotMeta(70, 1)
+    assert isinstance(state.snapshot.data, ImageFile) and state.snapshot.data.read() == data
+    # At start, whatever a transfer left behind goes; the recorded image stays.
+    assert sorted(p.name for p in tmp_path.glob("state.db.snap*")) == ["state.db.snapshot-70"]
+
+
+def test_an_image_sent_whole_by_an_older_master_is_stored_as_a_file_too(storage: RaftStorage,
+                                                                      tmp_path: Path) -> None:
+    data = _leader_image(tmp_path, 30)
+    storage.write_ready(Ready(hard_state=HardState(1, None, 30), snapshot=Snapshot(SnapshotMeta(30, 1), data)))
+    assert (tmp_path / "state.db.snapshot-30").read_bytes() == data
+    assert [bytes(d) for (d,) in storage.db.execute("SELECT data FROM raft_snapshot")] == [b""]
+    assert _queued(tmp_path / "state.db") == 30
+
+
+def test_an_image_an_older_master_kept_in_its_row_still_loads(storage: RaftStorage, tmp_path: Path) -> None:
+    data = _leader_image(tmp_path, 20)
+    storage.write_ready(Ready(hard_state=HardState(1, None, 20), snapshot=Snapshot(SnapshotMeta(20, 1), data)))
+    with storage.db:  # as a master from before image files left it
+        storage.db.execute("UPDATE raft_snapshot SET data = ?", (data,))
+    (tmp_path / "state.db.snapshot-20").unlink()
+    storage.db.close()
+    state, applied = _reopen(tmp_path).load()
+    assert applied == 20 and state.snapshot.meta == SnapshotMeta(20, 1) and state.snapshot.data == data

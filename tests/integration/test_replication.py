@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import threading
@@ -18,7 +19,8 @@ from tests.harness.ha_cluster import SECRET, TOKEN, HaCluster, Writer
 
 @pytest.fixture
 def ha(tmp_path: Path):
-    c = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"})
+    # Small snapshot chunks: an image of a few hundred KB crosses in many (image.py, transport.py).
+    c = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_CHUNK": "16384"})
     try:
         yield c
     finally:
@@ -116,6 +118,16 @@ def test_wiped_follower_rejoins_and_gets_a_snapshot(ha: HaCluster):
     wait_for(lambda: not ha.status(victim)["rejoining"], timeout=20, what="rejoin finished")
     assert {f"s{k}" for k in range(100)} | {f"gone{k}" for k in range(10)} <= ha.queued_ids(victim)
     ha.assert_same_state()
+    # It came in chunks, into a file that is now the victim's own image of that index; nothing of
+    # the transfer is left beside the database.
+    received = re.findall(r"snapshot at index (\d+) received from master \w+: (\d+) bytes in (\d+) chunks",
+                          ha.procs[victim].log())
+    assert received, ha.procs[victim].log()[-3000:]
+    index, size, chunks = map(int, received[-1])
+    assert chunks == -(-size // 16384) > 1, received
+    images = sorted(p.name for p in ha.data_dir(victim).iterdir() if ".snap" in p.name)
+    assert f"state.db.snapshot-{st['snapshot_index']}" in images, images
+    assert not [n for n in images if "snap-recv" in n or "snap-in" in n], images
     # A rejoined master refuses --rejoin on a non-empty data directory.
     ha.stop(victim)
     p = ha.start(victim, "--rejoin")

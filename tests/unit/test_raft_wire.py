@@ -7,7 +7,17 @@ import random
 import pytest
 
 from dcosd.master.replog.messages import Entry, EntryKind, Message, MsgType, Snapshot, SnapshotMeta
-from dcosd.master.replog.wire import VERSION, WireError, decode_frame, encode_frame
+from dcosd.master.replog.wire import (
+    CHUNK,
+    VERSION,
+    ImageToFollow,
+    WireError,
+    decode_chunk,
+    decode_frame,
+    encode_chunk,
+    encode_frame,
+    is_chunk,
+)
 
 
 def _random_message(rng: random.Random) -> Message:
@@ -17,6 +27,8 @@ def _random_message(rng: random.Random) -> Message:
     snapshot = None
     if rng.random() < 0.1:
         snapshot = Snapshot(SnapshotMeta(rng.randrange(1 << 40), rng.randrange(1 << 20)), rng.randbytes(rng.randrange(0, 5000)))
+    elif rng.random() < 0.05:  # an image that follows in chunk frames: only its size travels here
+        snapshot = Snapshot(SnapshotMeta(rng.randrange(1 << 40), rng.randrange(1 << 20)), ImageToFollow(rng.randrange(1 << 45)))
     ids = ["m1", "m2", "master-é", "x" * 200]
     return Message(t, rng.choice(ids), rng.choice(ids), rng.randrange(1 << 50), log_term=rng.randrange(1 << 30),
                    index=rng.randrange(1 << 50), entries=entries, commit=rng.randrange(1 << 50),
@@ -71,3 +83,30 @@ def test_garbage_is_a_wire_error_never_another_exception() -> None:
             decode_frame(junk)
         except WireError:
             pass
+
+
+def test_an_image_to_follow_is_announced_by_its_size_alone() -> None:
+    m = Message(MsgType.SNAPSHOT, "m1", "m2", 4, snapshot=Snapshot(SnapshotMeta(90, 3), ImageToFollow(5 << 30)))
+    frame = encode_frame([m])
+    assert len(frame) < 200  # 5 GiB announced, nothing of it in the frame
+    assert decode_frame(frame) == [m]
+
+
+@pytest.mark.parametrize("offset,data", [(0, b""), (0, b"x"), (123456789, bytes(range(256)) * 40)])
+def test_a_chunk_carries_its_offset_and_bytes(offset: int, data: bytes) -> None:
+    frame = encode_chunk(offset, data)
+    assert is_chunk(frame) and frame[0] == CHUNK != VERSION
+    got_offset, got = decode_chunk(frame)
+    assert (got_offset, bytes(got)) == (offset, data)
+    assert not is_chunk(encode_frame([Message(MsgType.HEARTBEAT, "m1", "m2", 1)]))
+    with pytest.raises(WireError):  # a chunk is not a frame of messages, nor the reverse
+        decode_frame(frame)
+    with pytest.raises(WireError):
+        decode_chunk(encode_frame([Message(MsgType.HEARTBEAT, "m1", "m2", 1)]))
+
+
+def test_a_chunk_frame_cut_short_is_a_wire_error() -> None:
+    frame = encode_chunk(7, b"abc")
+    for n in range(0, 9):
+        with pytest.raises(WireError):
+            decode_chunk(frame[:n])

@@ -23,6 +23,7 @@ Every message may carry ``rejoin`` (DESIGN.md, "Replacing a dead master").
 from __future__ import annotations
 
 import enum
+from typing import Any
 from dataclasses import dataclass, field
 
 
@@ -83,10 +84,12 @@ class SnapshotMeta:
 
 @dataclass(frozen=True, slots=True)
 class Snapshot:
-    """State machine image at ``meta.index``. ``data`` is opaque to the core (the shell's bytes)."""
+    """State machine image at ``meta.index``. ``data`` is opaque to the core: the image's bytes, or
+    what the shell puts in their place (a file holding them: image.py; an image still to arrive in
+    chunks: wire.py). The core only carries it from where it came to where it goes."""
 
     meta: SnapshotMeta = SnapshotMeta()
-    data: bytes = b""
+    data: Any = b""
 
 
 @dataclass(slots=True)

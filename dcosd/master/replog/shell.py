@@ -44,6 +44,7 @@ from dcosd.master.state.store import Reads, migrate, open_db
 
 from .core import RaftNode
 from .disk_timing import DurableWriteTimes
+from .image import ImageFile, image_size
 from .messages import Message, MsgType, Ready, Role
 from .storage import RaftStorage
 
@@ -114,7 +115,7 @@ class RaftStore(Reads):
         self._transfers: list[tuple[str | None, asyncio.Future]] = []
         self._ticks_due = 0
         self._imaging: threading.Thread | None = None  # a snapshot being taken beside the writer
-        self._compact_due: tuple[int, bytes] | None = None
+        self._compact_due: tuple[int, ImageFile] | None = None
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         # Outputs the node still owes.
         # index -> (term, future, the proposing request's ENTERED_LOG)
@@ -300,7 +301,7 @@ class RaftStore(Reads):
                 if term is not None and index > node.log.offset:
                     node.compact(index, data)
                     self.storage.record_snapshot(index, term)
-                    log.info("snapshot at index %d (%d bytes); log compacted", index, len(data))
+                    log.info("snapshot at index %d (%d bytes); log compacted", index, image_size(data))
             inbox, self._inbox = self._inbox, []
             for m in inbox:
                 node.step(m)
@@ -521,9 +522,8 @@ class RaftStore(Reads):
         except (AttributeError, OSError):
             pass
         try:
-            data = self.storage.image_of(pinned, index)
-            self.storage.save_image(index, data)
-            result: tuple = (index, data, None)
+            image = self.storage.save_image_file(index, self.storage.image_file_of(pinned, index))
+            result: tuple = (index, image, None)
         except BaseException as exc:  # noqa: BLE001 — reported on the loop; the core asks again later
             result = (index, None, exc)
         try:
@@ -531,7 +531,7 @@ class RaftStore(Reads):
         except RuntimeError:  # the loop is closed: we are shutting down
             pass
 
-    def _imaged(self, index: int, data: bytes | None, error: BaseException | None) -> None:
+    def _imaged(self, index: int, image: ImageFile | None, error: BaseException | None) -> None:
         self._imaging = None
         if self._closed:
             return
@@ -539,7 +539,7 @@ class RaftStore(Reads):
             log.warning("snapshot at index %d failed (%s); the log is kept and the next one is tried later",
                         index, error)
             return
-        self._compact_due = (index, data)
+        self._compact_due = (index, image)
         self._schedule()
 
     def _advance_applied(self, applied: int) -> None:

@@ -8,9 +8,13 @@ snapshot, entries, hard state, restore, apply, applied index; a kill -9 leaves e
 none of it.
 
 Snapshot image: SQLite's online backup API copies the whole database into a scratch file; the
-node-local tables are emptied there and the file vacuumed; its bytes are the image. Restoring an
-image copies every replicated table from it (ATTACHed) inside the Ready's transaction, with the
-triggers dropped meanwhile so the copy does not fire them, and leaves the raft_* node tables alone.
+node-local tables are emptied there and the file vacuumed; that file is the image, kept beside the
+database as ``<db>.snapshot-<index>`` (image.py: the core holds an ``ImageFile``, not the bytes).
+Restoring an image copies every replicated table from it (ATTACHed) inside the Ready's transaction,
+with the triggers dropped meanwhile so the copy does not fire them, and leaves the raft_* node
+tables alone. A received image is made durable at that same place first, so the row in
+``raft_snapshot`` never holds the image (masters from before image files stored received ones there;
+such a row still loads).
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ from dcosd.executor.base import atomic_write
 from dcosd.master.state import machine
 from dcosd.master.state.store import rollback, why_not_written
 
+from .image import RECEIVED, ImageFile, received_index
 from .messages import (
     Entry,
     EntryKind,
@@ -72,14 +77,15 @@ class RaftStorage:
             hs = HardState(term, vote, commit, bool(rejoining))
             self._vouched = (hs.term, hs.vote, hs.rejoining)
         snap = Snapshot()
-        image = None  # our own snapshots live in a file beside the database; received ones in the row
+        image = None  # the image lives in a file beside the database (in the row: from an older dcosd)
         for idx, term, data in db.execute("SELECT idx, term, data FROM raft_snapshot WHERE id = 1"):
             if data:
                 snap = Snapshot(SnapshotMeta(idx, term), bytes(data))
             else:
                 image = idx
+                path = self._image_path(idx)
                 try:
-                    snap = Snapshot(SnapshotMeta(idx, term), self._image_path(idx).read_bytes())
+                    snap = Snapshot(SnapshotMeta(idx, term), ImageFile(path, path.stat().st_size))
                 except OSError as exc:
                     raise StorageError(f"the snapshot at index {idx} is missing ({exc}); restore this master's "
                                        f"data directory, or wipe it and start with --rejoin") from exc
@@ -124,9 +130,10 @@ class RaftStorage:
         """Steps 1 and 3 of the I/O contract in ONE fsynced transaction (persist before apply holds
         inside it). Raises StorageError and changes nothing if SQLite fails."""
         db = self.db
-        attached = None
+        attached = False
         if rd.snapshot is not None:
-            attached = self._attach_image(rd.snapshot.data)
+            self._attach_image(self._place_image(rd.snapshot))
+            attached = True
         outcomes: list[Outcome] = []
         hs = rd.hard_state
         vouched = (hs.term, hs.vote, hs.rejoining) if hs is not None else self._vouched
@@ -149,10 +156,10 @@ class RaftStorage:
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
-                if rd.snapshot is not None:
+                if rd.snapshot is not None:  # its image is durable beside the database (_place_image)
                     meta = rd.snapshot.meta
                     db.execute("INSERT OR REPLACE INTO raft_snapshot (id, idx, term, data) VALUES (1, ?, ?, ?)",
-                               (meta.index, meta.term, rd.snapshot.data))
+                               (meta.index, meta.term, b""))
                     db.execute("DELETE FROM raft_log")
                     self._restore_from_attached()
                     db.execute("INSERT OR REPLACE INTO raft_applied (id, idx, term) VALUES (1, ?, ?)",
@@ -187,14 +194,16 @@ class RaftStorage:
         except apsw.Error as exc:
             raise StorageError(f"cannot write the replicated log in {self.path}: {why_not_written(exc)}") from exc
         finally:
-            if attached is not None:
-                self._detach_image(attached)
+            if attached:
+                self._detach_image()
         self._vouched = vouched
         self._truncate_to, self._truncated = truncate_to, truncated
         if record is not None or rd.snapshot is not None:
             self._to_record = None
             # Older images only: a later one may be in the making, or saved and not recorded yet.
-            self._remove_images_below(record[0] if record is not None else rd.snapshot.meta.index + 1)
+            self._remove_images_below(record[0] if record is not None else rd.snapshot.meta.index)
+        if rd.snapshot is not None:
+            self._remove_received_up_to(rd.snapshot.meta.index)
         if rd.committed_entries:
             self.applied_term = rd.committed_entries[-1].term
         elif rd.snapshot is not None:
@@ -253,8 +262,19 @@ class RaftStorage:
 
     def image_of(self, pinned: apsw.Connection, index: int, scratch_name: str = "snap-out") -> bytes:
         """The pinned state as a compact database image, without the Raft tables. Any thread."""
+        scratch = self.image_file_of(pinned, index, scratch_name)
+        try:
+            return scratch.read_bytes()
+        except OSError as exc:
+            raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
+        finally:
+            _unlink(scratch)
+
+    def image_file_of(self, pinned: apsw.Connection, index: int, scratch_name: str = "snap-out") -> Path:
+        """image_of(), left in a scratch file beside the database, which the caller then owns."""
         scratch = self.path.with_name(f"{self.path.name}.{scratch_name}-{index}")
         _unlink(scratch)
+        done = False
         try:
             dst = apsw.Connection(str(scratch))
             try:
@@ -266,7 +286,8 @@ class RaftStorage:
                 dst.execute("VACUUM")
             finally:
                 dst.close()
-            return scratch.read_bytes()
+            done = True
+            return scratch
         except (apsw.Error, OSError) as exc:
             raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
         finally:
@@ -275,7 +296,8 @@ class RaftStorage:
             except apsw.Error:
                 pass
             pinned.close()
-            _unlink(scratch)
+            if not done:
+                _unlink(scratch)
 
     def save_image(self, index: int, data: bytes) -> None:
         """Write the image of ``index`` durably (fsync, rename, fsync of the directory). Any thread."""
@@ -284,6 +306,16 @@ class RaftStorage:
             atomic_write(final, data)
         except OSError as exc:
             _unlink(final.with_name(final.name + ".tmp"))
+            raise StorageError(f"cannot store a snapshot: {exc}") from exc
+
+    def save_image_file(self, index: int, scratch: Path) -> ImageFile:
+        """Make the image in ``scratch`` (image_file_of) the durable image of ``index``. Any thread."""
+        final = self._image_path(index)
+        try:
+            _durably_move(scratch, final)
+            return ImageFile(final, final.stat().st_size)
+        except OSError as exc:
+            _unlink(scratch)
             raise StorageError(f"cannot store a snapshot: {exc}") from exc
 
     def record_snapshot(self, index: int, term: int) -> None:
@@ -306,12 +338,20 @@ class RaftStorage:
             if 0 <= i < index:
                 _unlink(p)
 
+    def _remove_received_up_to(self, index: int) -> None:
+        """Received images (whole, not installed) a snapshot at ``index`` makes useless: the core takes
+        no snapshot at or below its commit index. Ones still arriving (.part) are their receiver's."""
+        for p in self.path.parent.glob(f"{self.path.name}.{RECEIVED}*"):
+            i = received_index(self.path, p)
+            if i is not None and i <= index:
+                _unlink(p)
+
     def _remove_stray_images(self, keep: int | None) -> None:
         """At start, before any snapshot thread runs: every image but the recorded one, and scratch."""
         for i, p in self._images():
             if keep is None or i != keep:
                 _unlink(p)
-        for pattern in ("snap-out-*", "backup-*", "restore-*"):
+        for pattern in ("snap-out-*", "backup-*", "restore-*", f"{RECEIVED}*", "snap-in"):
             for p in self.path.parent.glob(f"{self.path.name}.{pattern}"):
                 _unlink(p)
 
@@ -347,34 +387,44 @@ class RaftStorage:
                 db.execute("PRAGMA journal_mode=DELETE")
             finally:
                 db.close()
-            data = scratch.read_bytes()
+            restored = ImageFile(scratch, scratch.stat().st_size)
+            self.write_ready(Ready(hard_state=HardState(term, None, index),
+                                   snapshot=Snapshot(SnapshotMeta(index, term), restored)))
         except apsw.Error as exc:
             raise StorageError(f"the backup is not a dcosd state image ({type(exc).__name__}: {exc})") from exc
         except OSError as exc:
             raise StorageError(f"cannot restore the backup into {self.path.parent}: {exc}") from exc
         finally:
-            _unlink(scratch)
-        self.write_ready(Ready(hard_state=HardState(term, None, index), snapshot=Snapshot(SnapshotMeta(index, term), data)))
+            _unlink(scratch)  # moved into place by write_ready, unless something failed
         return index, term
 
-    def _attach_image(self, data: bytes) -> Path:
-        scratch = self.path.with_name(self.path.name + ".snap-in")
-        _unlink(scratch)
-        with open(scratch, "wb") as f:
-            f.write(data)
+    def _place_image(self, snapshot: Snapshot) -> Path:
+        """The snapshot's image, made durable as this master's image of its index before the
+        transaction that records it (a crash in between leaves a stray file, removed at start)."""
+        final = self._image_path(snapshot.meta.index)
+        data = snapshot.data
         try:
-            self.db.execute("ATTACH DATABASE ? AS snap", (str(scratch),))
-        except apsw.Error as exc:
-            _unlink(scratch)
-            raise StorageError(f"cannot open a received snapshot: {exc}") from exc
-        return scratch
+            if isinstance(data, ImageFile):  # received in chunks (or a backup being restored)
+                if data.path != final:
+                    _durably_move(data.path, final)
+                    data.path = final  # the core's snapshot holds this object: it follows
+            else:  # bytes: from a master that sends no chunks
+                _durably_write(final, data)
+        except OSError as exc:
+            raise StorageError(f"cannot store a received snapshot: {why_not_written(exc)}") from exc
+        return final
 
-    def _detach_image(self, scratch: Path) -> None:
+    def _attach_image(self, image: Path) -> None:
+        try:
+            self.db.execute("ATTACH DATABASE ? AS snap", (str(image),))
+        except apsw.Error as exc:
+            raise StorageError(f"cannot open a received snapshot: {exc}") from exc
+
+    def _detach_image(self) -> None:
         try:
             self.db.execute("DETACH DATABASE snap")
         except apsw.Error:
             pass
-        _unlink(scratch)
 
     def _restore_from_attached(self) -> None:
         db = self.db
@@ -394,6 +444,40 @@ class RaftStorage:
                 db.execute(f'INSERT INTO main."{t}" SELECT * FROM snap."{t}"')
         for _, sql in triggers:
             db.execute(sql)
+
+
+def _fsync_dir(d: Path) -> None:
+    fd = os.open(d, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durably_move(src: Path, dst: Path) -> None:
+    """``src`` becomes ``dst``, its content and the rename both durable (same directory)."""
+    fd = os.open(src, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(src, dst)
+    _fsync_dir(dst.parent)
+
+
+def _durably_write(path: Path, data: bytes) -> None:
+    """atomic_write() for an image of any size (one write() call stops short of 2 GiB)."""
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except OSError:
+        _unlink(tmp)
+        raise
+    _fsync_dir(path.parent)
 
 
 def _unlink(p: Path) -> None:

@@ -11,6 +11,11 @@ still took a third of a follower's CPU. Here ``send()`` writes the frame to the 
 task to wake) and the receiving side parses frames straight out of the connection's bytes
 (``FrameReader``, fed by aiohttp's upgraded connection) into ``RaftStore.step``.
 
+A snapshot image (a file, image.py) follows its message in chunk frames when the receiver's 101
+says it takes them (``CHUNKS_HEADER``): a task per peer reads the file a chunk at a time and waits for
+the socket to drain before the next, so heartbeats and appends pass between chunks and memory holds
+one chunk. A master from before chunks gets the image in the message, as it expects.
+
 Fire and forget, as the core expects. A peer that is down costs a bounded outbox (oldest dropped:
 the core resends) and a reconnect after ``_RETRY_PAUSE``; a peer whose socket stops draining gets
 nothing more until it does. A cut link is noticed by TCP_USER_TIMEOUT: data unacknowledged for
@@ -20,13 +25,17 @@ nothing more until it does. A cut link is noticed by TCP_USER_TIMEOUT: data unac
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import socket
 from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from .messages import Message
-from .wire import WireError, decode_frame, encode_frame
+from .image import CHUNK_SIZE, ImageFile, ImageReceiver
+from .messages import Message, Snapshot
+from .wire import ImageToFollow, WireError, decode_chunk, decode_frame, encode_chunk, encode_frame, is_chunk
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +44,14 @@ CLUSTER_HEADER = "X-Dcosd-Cluster"  # the dialler's cluster id, empty before its
 PEERS_HEADER = "X-Dcosd-Peers"  # the ids of the dialler's --peers, sorted, comma-separated
 FROM_HEADER, TO_HEADER = "X-Dcosd-From", "X-Dcosd-To"  # the dialler's --id, and the id it is dialling
 MAX_OUTBOX = 4096
-MAX_FRAME = 1 << 31  # a snapshot image travels as one frame
+CHUNKS_HEADER = "X-Dcosd-Raft-Chunks"  # in the 101: this master takes snapshot images in chunk frames
+MAX_FRAME = 1 << 31  # a snapshot image from a master that sends no chunks travels as one frame
 MAX_UNSENT = 64 << 20  # bytes queued in a socket that does not drain: stop adding (the core resends)
+# The core sends its snapshot again when the follower has not answered within ~0.5 s, far less than a
+# large image takes to cross and install. The same image to the same peer on the same stream is not
+# started again while it is being sent, nor for this long after: restarting it would never finish on
+# a slow link, and a follower that installed it takes appends without answering the snapshot.
+RESEND_IMAGE_AFTER = 10.0
 _RETRY_PAUSE = 0.05
 _CONNECT_TIMEOUT = 1.0
 _DEAD_AFTER = 2.0
@@ -48,13 +63,21 @@ def _frame(messages: list[Message]) -> bytes:
     return len(body).to_bytes(_LEN, "little") + body
 
 
-class FrameReader:
-    """The receiving end: aiohttp feeds it the bytes after the 101 (RequestHandler.set_parser)."""
+def _chunk_frame(offset: int, data: bytes) -> bytes:
+    body = encode_chunk(offset, data)
+    return len(body).to_bytes(_LEN, "little") + body
 
-    def __init__(self, deliver: Callable[[list[Message]], None], peer: str) -> None:
+
+class FrameReader:
+    """The receiving end: aiohttp feeds it the bytes after the 101 (RequestHandler.set_parser).
+    ``images``: the state database's path, beside which images sent in chunks are written (None: this
+    end did not offer to take chunks, and a chunk is an error)."""
+
+    def __init__(self, deliver: Callable[[list[Message]], None], peer: str, images: Path | None = None) -> None:
         self._deliver = deliver
         self._peer = peer
         self._buf = bytearray()
+        self._images = ImageReceiver(images, peer) if images is not None else None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -69,21 +92,49 @@ class FrameReader:
                 return True, b""
             if end - pos - _LEN < n:
                 break
+            body = bytes(buf[pos + _LEN:pos + _LEN + n])
+            pos += _LEN + n
             try:
-                messages = decode_frame(bytes(buf[pos + _LEN:pos + _LEN + n]))
+                messages = self._chunk(body) if is_chunk(body) else self._messages(decode_frame(body))
             except WireError as exc:
                 log.warning("dropping the raft stream from %s: %s", self._peer, exc)
                 self._finish()
                 return True, b""  # eof: aiohttp closes the connection
-            pos += _LEN + n
-            self._deliver(messages)
+            if messages:
+                self._deliver(messages)
         del buf[:pos]
         return False, b""
+
+    def _messages(self, messages: list[Message]) -> list[Message]:
+        """The messages to hand on now: an image announced to follow is held until it has come."""
+        if not any(m.snapshot is not None and isinstance(m.snapshot.data, ImageToFollow) for m in messages):
+            return messages
+        out = []
+        for m in messages:
+            if m.snapshot is None or not isinstance(m.snapshot.data, ImageToFollow):
+                out.append(m)
+            elif self._images is None:
+                raise WireError("a snapshot announced in chunks, which this master did not offer to take")
+            else:
+                self._images.start(m)
+                whole = self._images.finish_empty()
+                if whole is not None:
+                    out.append(whole)
+        return out
+
+    def _chunk(self, body: bytes) -> list[Message]:
+        if self._images is None:
+            raise WireError("a snapshot chunk, which this master did not offer to take")
+        offset, data = decode_chunk(body)
+        whole = self._images.chunk(offset, data)
+        return [whole] if whole is not None else []
 
     def feed_eof(self) -> None:
         self._finish()
 
     def _finish(self) -> None:
+        if self._images is not None:
+            self._images.abort()  # an unfinished image: the leader sends its snapshot again
         if not self.done.done():
             self.done.set_result(None)
 
@@ -95,7 +146,22 @@ class _Dialed(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.upgraded: asyncio.Future = asyncio.get_running_loop().create_future()
         self.lost: asyncio.Future = asyncio.get_running_loop().create_future()
+        self.takes_chunks = False  # the peer's 101 said so (CHUNKS_HEADER)
         self._head = b""
+        self._drained: asyncio.Future | None = None  # set while the transport's buffer is over its mark
+
+    def pause_writing(self) -> None:
+        if self._drained is None:
+            self._drained = asyncio.get_running_loop().create_future()
+
+    def resume_writing(self) -> None:
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self._drained = None
+
+    async def drained(self) -> None:
+        if self._drained is not None:
+            await self._drained
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = transport  # type: ignore[assignment]
@@ -105,14 +171,17 @@ class _Dialed(asyncio.Protocol):
             return  # the peer sends nothing after the 101
         self._head += data
         if b"\r\n\r\n" in self._head:
-            status = self._head.split(b"\r\n", 1)[0]
+            head = self._head.split(b"\r\n\r\n", 1)[0]
+            status = head.split(b"\r\n", 1)[0]
             parts = status.split()
             code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 0
+            self.takes_chunks = f"\r\n{CHUNKS_HEADER.lower()}: 1".encode() in head.lower()
             self.upgraded.set_result(code)
         elif len(self._head) > 16384:
             self.upgraded.set_result(0)
 
     def connection_lost(self, exc: Exception | None) -> None:
+        self.resume_writing()  # a stream waiting to send its next chunk ends
         if not self.upgraded.done():
             self.upgraded.set_exception(ConnectionError(f"closed during the handshake: {exc}"))
         if not self.lost.done():
@@ -131,6 +200,9 @@ class HttpTransport:
         self._others: set[str] = set()
         self._my_id = ""
         self._refusal_logged: dict[str, float] = {}  # peer -> when its 409 was last logged
+        self._streams: dict[str, asyncio.Task] = {}  # peer -> the image being sent to it in chunks
+        # peer -> (stream, index, term, when it was all sent; None while sending) of its latest image
+        self._images_sent: dict[str, tuple[_Dialed, int, int, float | None]] = {}
         self._stopped = False
         self.reachable: dict[str, bool] = {p: False for p in self.peers}
 
@@ -142,7 +214,7 @@ class HttpTransport:
 
     async def stop(self) -> None:
         self._stopped = True
-        tasks = [t for t in self._dialing.values() if t is not None]
+        tasks = [t for t in self._dialing.values() if t is not None] + list(self._streams.values())
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -159,13 +231,91 @@ class HttpTransport:
             conn = self._conn[peer]
             if conn is not None and conn.transport is not None and not conn.transport.is_closing():
                 if conn.transport.get_write_buffer_size() < MAX_UNSENT:
-                    conn.transport.write(_frame(batch))
+                    self._write(peer, conn, batch)
                 continue
             box = self._outbox[peer]
             box.extend(batch)
             if len(box) > MAX_OUTBOX:
                 del box[: len(box) - MAX_OUTBOX]
             self._dial(peer)
+
+    def _write(self, peer: str, conn: _Dialed, batch: list[Message]) -> None:
+        assert conn.transport is not None
+        if not any(m.snapshot is not None and isinstance(m.snapshot.data, ImageFile) for m in batch):
+            conn.transport.write(_frame(batch))
+            return
+        out = []
+        for m in batch:
+            image = m.snapshot.data if m.snapshot is not None else None
+            if not isinstance(image, ImageFile):
+                out.append(m)
+                continue
+            assert m.snapshot is not None
+            meta = m.snapshot.meta
+            try:
+                if conn.takes_chunks:
+                    sent = self._images_sent.get(peer)
+                    if (sent is not None and sent[:3] == (conn, meta.index, meta.term)
+                            and (sent[3] is None or asyncio.get_running_loop().time() - sent[3] < RESEND_IMAGE_AFTER)):
+                        continue
+                    f = open(image.path, "rb")  # now: the file may be replaced by a newer snapshot later
+                    out.append(dataclasses.replace(m, snapshot=Snapshot(meta, ImageToFollow(image.size))))
+                    self._images_sent[peer] = (conn, meta.index, meta.term, None)
+                    self._stream(peer, conn, f, image.size)
+                else:
+                    out.append(dataclasses.replace(m, snapshot=Snapshot(m.snapshot.meta, image.read())))
+            except OSError as exc:  # the core sends its snapshot again later
+                log.warning("cannot send the snapshot at index %d to master %s: %s", m.snapshot.meta.index, peer, exc)
+        if out:
+            conn.transport.write(_frame(out))
+
+    def _stream(self, peer: str, conn: _Dialed, f: BinaryIO, size: int) -> None:
+        """Send the image in ``f`` as chunk frames after the message announcing it (written by the
+        caller, before any chunk: this task runs later). A newer image for the peer replaces it."""
+        before = self._streams.pop(peer, None)
+        if before is not None:
+            before.cancel()  # the receiver drops the unfinished image when it sees the next announcement
+        sending = self._images_sent[peer]
+        task = asyncio.get_running_loop().create_task(self._send_chunks(peer, conn, f, size, sending),
+                                                      name=f"raft-snapshot-{peer}")
+        self._streams[peer] = task
+
+        def ended(t: asyncio.Task) -> None:
+            f.close()  # also when it was cancelled before it ran
+            if self._streams.get(peer) is t:
+                del self._streams[peer]
+
+        task.add_done_callback(ended)
+
+    async def _send_chunks(self, peer: str, conn: _Dialed, f: BinaryIO, size: int, sending: tuple) -> None:
+        loop = asyncio.get_running_loop()
+        done = False
+        try:
+            offset = 0
+            while offset < size:
+                transport = conn.transport
+                if transport is None or transport.is_closing():
+                    return  # the stream ended: the receiver dropped the image, the core sends it again
+                piece = await loop.run_in_executor(None, f.read, min(CHUNK_SIZE, size - offset))
+                if not piece:
+                    raise OSError(f"the image ended at {offset} of {size} bytes")
+                transport.write(_chunk_frame(offset, piece))
+                offset += len(piece)
+                await conn.drained()
+            done = True
+        except OSError as exc:
+            # The receiver waits for chunks that will not come: end the stream (it drops the image and
+            # the next send redials); the core sends its snapshot again.
+            log.warning("sending a snapshot to master %s failed: %s", peer, exc)
+            if conn.transport is not None:
+                conn.transport.close()
+        finally:
+            f.close()
+            if self._images_sent.get(peer) is sending:
+                if done:
+                    self._images_sent[peer] = (*sending[:3], loop.time())
+                else:  # cut short: the next time the core sends it, it goes again
+                    del self._images_sent[peer]
 
     # -- connections ----------------------------------------------------------------------------
     def _dial(self, peer: str) -> None:
@@ -222,7 +372,7 @@ class HttpTransport:
                 self._conn[peer] = conn
                 waiting, self._outbox[peer] = self._outbox[peer], []
                 if waiting:
-                    conn.transport.write(_frame(waiting))
+                    self._write(peer, conn, waiting)
                 await conn.lost
                 self._conn[peer] = None
                 if self.reachable[peer]:

@@ -12,17 +12,26 @@ what made the JSON batches of the first transport cost more CPU than the log wri
     entry   = term index :u64  kind:u8  len:u32  data
     snapshot= index term :u64  len:u64  data            (only when flags & SNAPSHOT)
 
+A snapshot image can instead follow its message in chunk frames (flags & STREAMED: ``len`` is the
+image's size and no data follows in the message; the receiver advertised that it takes them, see
+transport.py). Chunks go on the same stream, in order, interleaved with message frames:
+
+    chunk   = CHUNK:u8  offset:u64  data                (bytes [offset, offset + len(data)) of the image)
+
 All integers little-endian. A frame that does not parse raises ``WireError`` (never a partial batch).
 """
 
 from __future__ import annotations
 
 import struct
+from dataclasses import dataclass
 
 from .messages import Entry, EntryKind, Message, MsgType, Snapshot, SnapshotMeta
 
 VERSION = 1
-_REJECT, _REJOIN, _SNAPSHOT, _TRANSFER = 1, 2, 4, 8
+CHUNK = 2  # the first byte of a chunk frame; masters that do not take chunks are never sent one
+_REJECT, _REJOIN, _SNAPSHOT, _TRANSFER, _STREAMED = 1, 2, 4, 8, 16
+_OFFSET = struct.Struct("<Q")
 _HEAD = struct.Struct("<BBHHQQQQQQI")
 _ENTRY = struct.Struct("<QQBI")
 _SNAP = struct.Struct("<QQQ")
@@ -34,12 +43,20 @@ class WireError(ValueError):
     """A frame from a peer that is not a valid encoding (a bug, a version mismatch, or not a peer)."""
 
 
+@dataclass(frozen=True, slots=True)
+class ImageToFollow:
+    """A snapshot's ``data`` standing for an image of ``size`` bytes that travels in chunk frames."""
+
+    size: int
+
+
 def encode_frame(messages: list[Message]) -> bytes:
     out = [bytes((VERSION,))]
     for m in messages:
         frm, to = m.frm.encode(), m.to.encode()
+        streamed = m.snapshot is not None and isinstance(m.snapshot.data, ImageToFollow)
         flags = ((_REJECT if m.reject else 0) | (_REJOIN if m.rejoin else 0) | (_SNAPSHOT if m.snapshot else 0)
-                 | (_TRANSFER if m.transfer else 0))
+                 | (_TRANSFER if m.transfer else 0) | (_STREAMED if streamed else 0))
         out.append(_HEAD.pack(int(m.type), flags, len(frm), len(to), m.term, m.log_term, m.index, m.commit,
                               m.reject_hint, m.seq, len(m.entries)))
         out.append(frm)
@@ -48,9 +65,29 @@ def encode_frame(messages: list[Message]) -> bytes:
             out.append(_ENTRY.pack(e.term, e.index, int(e.kind), len(e.data)))
             out.append(e.data)
         if m.snapshot is not None:
-            out.append(_SNAP.pack(m.snapshot.meta.index, m.snapshot.meta.term, len(m.snapshot.data)))
-            out.append(m.snapshot.data)
+            data = m.snapshot.data
+            if streamed:
+                out.append(_SNAP.pack(m.snapshot.meta.index, m.snapshot.meta.term, data.size))
+            else:
+                out.append(_SNAP.pack(m.snapshot.meta.index, m.snapshot.meta.term, len(data)))
+                out.append(data)
     return b"".join(out)
+
+
+def encode_chunk(offset: int, data: bytes) -> bytes:
+    return bytes((CHUNK,)) + _OFFSET.pack(offset) + data
+
+
+def is_chunk(buf: bytes | bytearray | memoryview) -> bool:
+    return len(buf) > 0 and buf[0] == CHUNK
+
+
+def decode_chunk(buf: bytes | bytearray | memoryview) -> tuple[int, memoryview]:
+    """(offset, data) of a chunk frame; the data is a view into ``buf``."""
+    view = memoryview(buf)
+    if len(view) < 1 + _OFFSET.size or view[0] != CHUNK:
+        raise WireError("malformed snapshot chunk frame")
+    return _OFFSET.unpack_from(view, 1)[0], view[1 + _OFFSET.size:]
 
 
 def decode_frame(buf: bytes) -> list[Message]:
@@ -82,7 +119,11 @@ def _decode(buf: memoryview) -> list[Message]:
             entries.append(Entry(et, ei, bytes(buf[pos:pos + ln]), _KINDS[kind]))
             pos += ln
         snapshot = None
-        if flags & _SNAPSHOT:
+        if flags & _SNAPSHOT and flags & _STREAMED:
+            si, st, ln = snap(buf, pos)
+            pos += _SNAP.size
+            snapshot = Snapshot(SnapshotMeta(si, st), ImageToFollow(ln))
+        elif flags & _SNAPSHOT:
             si, st, ln = snap(buf, pos)
             pos += _SNAP.size
             if pos + ln > end:
