@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import http.client
 import json
+import os
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from dcosd.errors import (
@@ -110,6 +113,34 @@ class Client:
         with self._request("GET", path, timeout=timeout) as resp:
             return resp.read(), dict(resp.headers.items())
 
+    def download_to(self, path: str, dest: Path, timeout: float = 600) -> tuple[int, dict[str, str]]:
+        """A binary answer written to ``dest`` as it arrives (fsynced, then renamed into place: ``dest``
+        holds all of it or is left as it was), its size, and its headers."""
+        tmp = dest.with_name(dest.name + ".part")
+        try:
+            with self._request("GET", path, timeout=timeout) as resp, open(tmp, "wb") as f:
+                headers = dict(resp.headers.items())
+                n = 0
+                while piece := resp.read(1 << 20):
+                    f.write(piece)
+                    n += len(piece)
+                expected = headers.get("Content-Length")
+                if expected is not None and int(expected) != n:
+                    raise Unavailable(f"the download ended after {n} of {expected} bytes; nothing was saved")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, dest)
+        except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
+            _remove(tmp)
+            raise Unavailable(f"the download was cut short ({type(exc).__name__}: {exc}); nothing was saved") from None
+        except OSError as exc:
+            _remove(tmp)
+            raise DcosdError(f"cannot write {dest}: {exc}") from None
+        except BaseException:
+            _remove(tmp)
+            raise
+        return n, headers
+
     def stream(self, path: str, params: dict[str, str] | None = None) -> Iterator[bytes]:
         resp = self._request("GET", path, params=params, timeout=3600)
         with resp:
@@ -133,3 +164,10 @@ class Client:
         if not matches:
             raise NotFound(f"no task {task_id}")
         raise ValidationError(f"{task_id!r} matches {len(matches)} tasks; give more of the id")
+
+
+def _remove(p: Path) -> None:
+    try:
+        os.unlink(p)
+    except FileNotFoundError:
+        pass

@@ -169,9 +169,11 @@ def master(data_dir: Path | None, listen: str, advertise: str | None, auth: bool
         if rejoin:
             raise ConfigError("--restore-from starts a new cluster; --rejoin joins a running one: not both")
         try:
-            cfg.restore = restore_from.read_bytes()
+            with open(restore_from, "rb"):  # read when the store opens; refused here if it cannot be
+                pass
         except OSError as exc:
             raise ConfigError(f"--restore-from: cannot read {restore_from}: {exc}") from exc
+        cfg.restore = restore_from.resolve()
 
     async def main(stop: asyncio.Event) -> None:
         m = Master(cfg)

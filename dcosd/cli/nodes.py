@@ -9,7 +9,6 @@ from typing import Any
 import click
 
 from dcosd.cli.output import emit_json, kv, short_state, table, when
-from dcosd.errors import DcosdError
 
 
 def _res(r: dict[str, Any]) -> str:
@@ -112,15 +111,9 @@ def cluster_backup(obj: Any, file: Path) -> None:
     """Save the replicated state to FILE: every write acknowledged before this call, nothing of any
     master's own (Raft log, votes). To restore, start every master of a new cluster with an empty data
     directory and `dcosd master --restore-from FILE`."""
-    from dcosd.executor.base import atomic_write
-
-    data, headers = obj.client.download("/dcosd/v1/cluster/backup")
-    try:
-        atomic_write(file, data)
-    except OSError as exc:
-        raise DcosdError(f"cannot write {file}: {exc}") from None
+    size, headers = obj.client.download_to("/dcosd/v1/cluster/backup", file)
     click.echo(f"saved the state at index {headers.get('X-Dcosd-Backup-Index')} (term "
-               f"{headers.get('X-Dcosd-Backup-Term')}) to {file}: {len(data)} bytes")
+               f"{headers.get('X-Dcosd-Backup-Term')}) to {file}: {size} bytes")
 
 
 @cluster.command("transfer-leader")

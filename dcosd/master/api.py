@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import time
 from typing import TYPE_CHECKING, Any
 
@@ -187,9 +188,21 @@ class OperatorApi:
         if self.master.ha is None:
             raise ValidationError("a backup is of replicated masters (--peers); a one-master cluster's state is "
                                   "its data directory: stop the master and copy it")
-        data, index, term = await self.master.ha.backup()
-        return web.Response(body=data, content_type="application/octet-stream",
-                            headers={"X-Dcosd-Backup-Index": str(index), "X-Dcosd-Backup-Term": str(term)})
+        path, index, term = await self.master.ha.backup()
+        try:
+            f = open(path, "rb")
+        finally:
+            os.unlink(path)  # the open file is read to its end; nothing is left behind, whatever happens
+        loop = asyncio.get_running_loop()
+        with f:
+            resp = web.StreamResponse(headers={"X-Dcosd-Backup-Index": str(index), "X-Dcosd-Backup-Term": str(term)})
+            resp.content_type = "application/octet-stream"
+            resp.content_length = os.fstat(f.fileno()).st_size  # a client can tell a backup cut short
+            await resp.prepare(request)
+            while piece := await loop.run_in_executor(None, f.read, 1 << 20):  # the state may be large
+                await resp.write(piece)
+            await resp.write_eof()
+        return resp
 
     async def transfer_leader(self, request: web.Request) -> web.Response:
         """``{"to": "m2"}`` (or ``{}``: the follower with the longest log) — reached on the leader (a

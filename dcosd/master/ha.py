@@ -19,6 +19,7 @@ import os
 import re
 import time
 import uuid
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -97,7 +98,7 @@ def parse_peers(text: str) -> dict[str, str]:
 
 class HighAvailability:
     def __init__(self, master: Master, peers: dict[str, str], my_id: str, *, rejoin: bool = False,
-                 restore: bytes | None = None, tick_seconds: float = 0.04) -> None:
+                 restore: Path | None = None, tick_seconds: float = 0.04) -> None:
         if my_id not in peers:
             raise ConfigError(f"--id {my_id!r} is not one of --peers ({', '.join(sorted(peers))})")
         self.master = master
@@ -284,10 +285,10 @@ class HighAvailability:
             self._inbound.discard(reader)
         return resp
 
-    async def backup(self) -> tuple[bytes, int, int]:
+    async def backup(self) -> tuple[Path, int, int]:
         """The replicated state, as applied here (after the middleware's read barrier: it holds every
-        write acknowledged before the request)."""
-        return await asyncio.to_thread(self.store.storage.backup)
+        write acknowledged before the request), in a scratch file the caller deletes."""
+        return await asyncio.to_thread(self.store.storage.backup_file)
 
     async def read_index(self, request: web.Request) -> web.Response:
         self.master.require_agent_secret(request)

@@ -61,7 +61,7 @@ class MasterConfig:
     peers: dict[str, str] | None = None
     node_id: str | None = None
     rejoin: bool = False
-    restore: bytes | None = None  # a backup (`dcosd cluster backup`) that seeds an empty data directory
+    restore: Path | None = None  # a backup (`dcosd cluster backup`) that seeds an empty data directory
     secret: str | None = None
     operator_token: str | None = None
     raft_tick: float = 0.04

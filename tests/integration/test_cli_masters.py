@@ -106,3 +106,46 @@ def test_the_cli_takes_a_list_of_masters(monkeypatch: pytest.MonkeyPatch, tmp_pa
     with pytest.raises(ConfigError, match="no master URL"):
         config.cli_masters(" , ")
 
+
+
+class _Backup:
+    """Answers a backup download with ``body``, announcing ``length`` bytes (a master that dies midway
+    announces more than it sends)."""
+
+    def __init__(self, body: bytes, length: int) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "application/octet-stream")
+                self.send_header("Content-Length", str(length))
+                self.send_header("X-Dcosd-Backup-Index", "7")
+                self.end_headers()
+                self.wfile.write(body)
+                self.close_connection = True
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def test_a_download_is_written_as_it_arrives_and_a_cut_one_saves_nothing(tmp_path):
+    whole = _Backup(b"x" * 3_000_000, 3_000_000)
+    cut = _Backup(b"y" * 1000, 3_000_000)
+    dest = tmp_path / "cluster.backup"
+    try:
+        size, headers = Client([whole.url], token=None).download_to("/dcosd/v1/cluster/backup", dest)
+        assert size == 3_000_000 and dest.read_bytes() == b"x" * 3_000_000 and headers["X-Dcosd-Backup-Index"] == "7"
+        with pytest.raises(Unavailable, match="cut short|ended after"):
+            Client([cut.url], token=None).download_to("/dcosd/v1/cluster/backup", dest)
+        assert dest.read_bytes() == b"x" * 3_000_000  # the earlier backup is left as it was
+        assert sorted(p.name for p in tmp_path.iterdir()) == ["cluster.backup"]
+    finally:
+        whole.close()
+        cut.close()

@@ -133,6 +133,8 @@ def test_a_file_that_is_not_a_backup_is_refused_and_leaves_the_directory_empty(p
     other.close()
     with pytest.raises(StorageError):
         s.restore_backup((tmp_path / "other.db").read_bytes())
+    with pytest.raises(StorageError, match="not a dcosd state image"):
+        s.restore_backup(tmp_path / "other.db")
     assert s.is_empty() and list(tmp_path.glob("state.db.restore-*")) == []
 
 
@@ -151,3 +153,11 @@ def test_a_backup_restores_as_the_first_snapshot_of_a_new_cluster(path: Path, tm
     assert {r[0] for r in fresh.db.execute("SELECT task_id FROM queue")} == {"t1", "t2"}
     (cid,) = next(iter(fresh.db.execute("SELECT cluster_id FROM cluster")))
     assert cid != "old" and len(cid) == 32
+    # From the file (as `dcosd master --restore-from` reads it, a piece at a time): the same state, the
+    # same new cluster id, as every master restored from that backup must have.
+    (tmp_path / "backup").write_bytes(image)
+    (tmp_path / "from-file").mkdir()
+    other = _open(tmp_path / "from-file" / "state.db")
+    assert other.restore_backup(tmp_path / "backup") == (2, 4)
+    assert {r[0] for r in other.db.execute("SELECT task_id FROM queue")} == {"t1", "t2"}
+    assert next(iter(other.db.execute("SELECT cluster_id FROM cluster")))[0] == cid

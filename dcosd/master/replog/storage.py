@@ -357,22 +357,41 @@ class RaftStorage:
 
     # -- a backup of the whole cluster (`dcosd cluster backup`, `dcosd master --restore-from`) -----
     def backup(self) -> tuple[bytes, int, int]:
-        """The replicated state as applied now, as an image (as for a snapshot), with its index and
-        term. Any thread; the writer goes on meanwhile."""
+        """backup_file(), as bytes."""
+        path, index, term = self.backup_file()
+        try:
+            return path.read_bytes(), index, term
+        except OSError as exc:
+            raise StorageError(f"cannot take a backup: {exc}") from exc
+        finally:
+            _unlink(path)
+
+    def backup_file(self) -> tuple[Path, int, int]:
+        """The replicated state as applied now, as an image (as for a snapshot) in a scratch file beside
+        the database that the caller then owns (and deletes), with its index and term. Any thread; the
+        writer goes on meanwhile."""
         pinned = self.pin_state()
         index, term = next(iter(pinned.execute("SELECT idx, term FROM raft_applied WHERE id = 1")), (0, 0))
         tag = f"backup-{os.getpid()}-{threading.get_native_id()}"
-        return self.image_of(pinned, index, tag), index, term
+        return self.image_file_of(pinned, index, tag), index, term
 
-    def restore_backup(self, image: bytes) -> tuple[int, int]:
-        """Seed an empty data directory with a backup, as if a leader had sent it as a snapshot: the
-        state at its index, nothing logged after. The restored cluster is a new one: it gets its own
-        id (the same on every master restored from these bytes), so masters that still hold the old
-        cluster's state are refused by it."""
+    def restore_backup(self, image: bytes | Path) -> tuple[int, int]:
+        """Seed an empty data directory with a backup (its bytes, or the file holding them), as if a
+        leader had sent it as a snapshot: the state at its index, nothing logged after. The restored
+        cluster is a new one: it gets its own id (the same on every master restored from the same
+        backup), so masters that still hold the old cluster's state are refused by it."""
         scratch = self.path.with_name(f"{self.path.name}.restore-{os.getpid()}")
         _unlink(scratch)
+        digest = hashlib.sha256(b"restored\0")
         try:
-            scratch.write_bytes(image)
+            if isinstance(image, Path):
+                with open(image, "rb") as src, open(scratch, "wb") as dst:
+                    while piece := src.read(1 << 20):
+                        digest.update(piece)
+                        dst.write(piece)
+            else:
+                digest.update(image)
+                scratch.write_bytes(image)
             db = apsw.Connection(str(scratch))
             try:
                 row = next(iter(db.execute("SELECT idx, term FROM raft_applied WHERE id = 1")), None)
@@ -382,8 +401,7 @@ class RaftStorage:
                 index, term = row
                 with db:
                     db.execute("DELETE FROM cluster")
-                    db.execute("INSERT INTO cluster (id, cluster_id) VALUES (1, ?)",
-                               (hashlib.sha256(b"restored\0" + image).hexdigest()[:32],))
+                    db.execute("INSERT INTO cluster (id, cluster_id) VALUES (1, ?)", (digest.hexdigest()[:32],))
                 db.execute("PRAGMA journal_mode=DELETE")
             finally:
                 db.close()
