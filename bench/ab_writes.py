@@ -18,12 +18,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
 import statistics
-import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -31,16 +27,9 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
 from replicated_writes import Tally, dcosd_writer, one_round  # noqa: E402
+from revisions import revisions  # noqa: E402
 
 from tests.harness.ha_cluster import HaCluster  # noqa: E402
-
-
-def checkout(rev: str, where: Path) -> Path:
-    r = subprocess.run(["git", "-C", str(ROOT), "worktree", "add", "--detach", "-f", str(where), rev],
-                       stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-    if r.returncode != 0:
-        raise SystemExit(f"ab_writes: cannot check out {rev!r}: {r.stderr.strip()}")
-    return where
 
 
 def _add(total: Tally, part: Tally) -> None:
@@ -58,56 +47,49 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=4)
     ap.add_argument("--seconds", type=float, default=3.0)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="dcosd-ab-"))
-    trees: list[Path] = []
     clusters: dict[str, HaCluster] = {}
-    try:
-        trees.append(checkout(args.base, tmp / "tree-a"))
-        trees.append(checkout(args.against, tmp / "tree-b") if args.against else ROOT)
-        os.chdir(tmp)  # `python -m dcosd` puts the current directory first on sys.path
-        for name, tree in zip("AB", trees):
-            (tmp / name).mkdir()
-            clusters[name] = HaCluster(tmp / name, env={"PYTHONPATH": str(tree)})
-            clusters[name].start_all()
-        leaders = {n: c.urls[c.wait_leader(timeout=30)] for n, c in clusters.items()}
-        print(f"A = {args.base}, B = {args.against or 'working tree'}; {args.rounds} alternating rounds of "
-              f"{args.seconds:g} s per level", flush=True)
-        for level in (int(c) for c in args.clients.split(",")):
-            tallies = {n: Tally() for n in clusters}
-            per_round: list[tuple[float, float]] = []  # (B/A writes/s, B/A CPU per write) of each round
-            for r in range(args.rounds):
-                # The order within a round alternates too: whoever runs second meets the other's
-                # leftovers (WAL checkpoints, dirty pages being written back).
-                order = "AB" if r % 2 == 0 else "BA"
-                this = {n: Tally() for n in clusters}
-                for n in order:
-                    c = clusters[n]
-                    asyncio.run(one_round(this[n], dcosd_writer(leaders[n], f"{n}{level}r{r}"), level,
-                                          args.seconds, [p.pid for p in c.procs.values()]))
-                    _add(tallies[n], this[n])
-                ra, rb = this["A"], this["B"]
-                if ra.writes and rb.writes:
-                    per_round.append((rb.rate() / ra.rate(), rb.cpu_per_write_us() / ra.cpu_per_write_us()))
-            a, b = tallies["A"], tallies["B"]
-            print(f"{level:3d} clients  A {a.rate():6.0f} w/s p99 {a.p99() * 1e3:5.1f} ms cpu {a.cpu_per_write_us():5.0f} us"
-                  f" | B {b.rate():6.0f} w/s p99 {b.p99() * 1e3:5.1f} ms cpu {b.cpu_per_write_us():5.0f} us"
-                  f" | B/A writes {b.rate() / a.rate():.3f} cpu {b.cpu_per_write_us() / a.cpu_per_write_us():.3f}",
-                  flush=True)
-            if len(per_round) > 1:
-                w, u = sorted(x for x, _ in per_round), sorted(y for _, y in per_round)
-                print(f"             per round B/A: writes {w[0]:.3f}..{w[-1]:.3f} (median {statistics.median(w):.3f}),"
-                      f" cpu {u[0]:.3f}..{u[-1]:.3f} (median {statistics.median(u):.3f})"
-                      f"{'' if w[0] > 1 or w[-1] < 1 else ' — the rounds disagree on the sign: noise'}", flush=True)
-    finally:
-        for c in clusters.values():
-            c.stop_all()
-        os.chdir(ROOT)
-        for t in trees:
-            if t != ROOT:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(t)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], stdout=subprocess.DEVNULL)
-        shutil.rmtree(tmp, ignore_errors=True)
+    with revisions(args.base, args.against, "dcosd-ab-") as (tree_a, tree_b, tmp):
+        try:
+            run(args, clusters, tmp, (tree_a, tree_b))
+        finally:
+            for c in clusters.values():
+                c.stop_all()
+
+
+def run(args: argparse.Namespace, clusters: dict[str, HaCluster], tmp: Path, trees: tuple[Path, Path]) -> None:
+    for name, tree in zip("AB", trees):
+        (tmp / name).mkdir()
+        clusters[name] = HaCluster(tmp / name, env={"PYTHONPATH": str(tree)})
+        clusters[name].start_all()
+    leaders = {n: c.urls[c.wait_leader(timeout=30)] for n, c in clusters.items()}
+    print(f"A = {args.base}, B = {args.against or 'working tree'}; {args.rounds} alternating rounds of "
+          f"{args.seconds:g} s per level", flush=True)
+    for level in (int(c) for c in args.clients.split(",")):
+        tallies = {n: Tally() for n in clusters}
+        per_round: list[tuple[float, float]] = []  # (B/A writes/s, B/A CPU per write) of each round
+        for r in range(args.rounds):
+            # The order within a round alternates too: whoever runs second meets the other's
+            # leftovers (WAL checkpoints, dirty pages being written back).
+            order = "AB" if r % 2 == 0 else "BA"
+            this = {n: Tally() for n in clusters}
+            for n in order:
+                c = clusters[n]
+                asyncio.run(one_round(this[n], dcosd_writer(leaders[n], f"{n}{level}r{r}"), level,
+                                      args.seconds, [p.pid for p in c.procs.values()]))
+                _add(tallies[n], this[n])
+            ra, rb = this["A"], this["B"]
+            if ra.writes and rb.writes:
+                per_round.append((rb.rate() / ra.rate(), rb.cpu_per_write_us() / ra.cpu_per_write_us()))
+        a, b = tallies["A"], tallies["B"]
+        print(f"{level:3d} clients  A {a.rate():6.0f} w/s p99 {a.p99() * 1e3:5.1f} ms cpu {a.cpu_per_write_us():5.0f} us"
+              f" | B {b.rate():6.0f} w/s p99 {b.p99() * 1e3:5.1f} ms cpu {b.cpu_per_write_us():5.0f} us"
+              f" | B/A writes {b.rate() / a.rate():.3f} cpu {b.cpu_per_write_us() / a.cpu_per_write_us():.3f}",
+              flush=True)
+        if len(per_round) > 1:
+            w, u = sorted(x for x, _ in per_round), sorted(y for _, y in per_round)
+            print(f"             per round B/A: writes {w[0]:.3f}..{w[-1]:.3f} (median {statistics.median(w):.3f}),"
+                  f" cpu {u[0]:.3f}..{u[-1]:.3f} (median {statistics.median(u):.3f})"
+                  f"{'' if w[0] > 1 or w[-1] < 1 else ' — the rounds disagree on the sign: noise'}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,11 +17,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
-import shutil
-import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -31,7 +27,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from ab_writes import checkout  # noqa: E402
+from revisions import revisions  # noqa: E402
 
 from tests.harness.ha_cluster import TOKEN, HaCluster  # noqa: E402
 
@@ -93,34 +89,20 @@ def main() -> None:
     ap.add_argument("--writes", type=int, default=60000, help="tasks submitted to each cluster")
     ap.add_argument("--clients", type=int, default=64)
     args = ap.parse_args()
-    tmp = Path(tempfile.mkdtemp(prefix="dcosd-snapmem-"))
-    trees: list[Path] = []
     results: dict[str, dict[str, float]] = {}
-    try:
-        trees.append(checkout(args.base, tmp / "tree-a"))
-        trees.append(checkout(args.against, tmp / "tree-b") if args.against else ROOT)
-        os.chdir(tmp)  # `python -m dcosd` puts the current directory first on sys.path
-        for name, tree in zip("AB", trees):
+    with revisions(args.base, args.against, "dcosd-snapmem-") as (tree_a, tree_b, tmp):
+        for name, tree in (("A", tree_a), ("B", tree_b)):
             (tmp / name).mkdir()
             ha = HaCluster(tmp / name, env={"PYTHONPATH": str(tree)})
             try:
                 results[name] = measure(name, ha, args.writes, args.clients)
             finally:
                 ha.stop_all()
-        print(f"A = {args.base}, B = {args.against or 'working tree'}; {args.writes} tasks submitted to each")
-        for key in results["A"]:
-            a, b = results["A"][key], results["B"][key]
-            ratio = f"{b / a:6.2f}" if a else "   n/a"
-            print(f"  {key:62s} A {a:8.1f}  B {b:8.1f}  B/A {ratio}")
-    finally:
-        os.chdir(ROOT)
-        for t in trees:
-            if t != ROOT:
-                subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(t)],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        subprocess.run(["git", "-C", str(ROOT), "worktree", "prune"], stdout=subprocess.DEVNULL)
-        shutil.rmtree(tmp, ignore_errors=True)
-
+    print(f"A = {args.base}, B = {args.against or 'working tree'}; {args.writes} tasks submitted to each")
+    for key in results["A"]:
+        a, b = results["A"][key], results["B"][key]
+        ratio = f"{b / a:6.2f}" if a else "   n/a"
+        print(f"  {key:62s} A {a:8.1f}  B {b:8.1f}  B/A {ratio}")
 
 if __name__ == "__main__":
     main()
