@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import os
 import re
@@ -276,7 +277,7 @@ class HighAvailability:
         resp = web.StreamResponse(status=101, headers={"Connection": "Upgrade", "Upgrade": "tcp", CHUNKS_HEADER: "1"})
         await resp.prepare(request)
         reader = FrameReader(self.store.step, request.headers.get(FROM_HEADER) or request.remote or "?",
-                             images=self.store.path)
+                             images=self.store.path, counts=self.transport.images)
         request.protocol.set_parser(reader)  # type: ignore[union-attr,arg-type]
         self._inbound.add(reader)
         try:
@@ -415,6 +416,7 @@ class HighAvailability:
                "replog/applied_index": float(st["applied"]), "replog/last_index": float(st["last_index"]),
                "replog/snapshot_index": float(st["snapshot_index"])}
         out.update({f"replog/disk/{k}": v for k, v in self.store.disk_times.summary().items()})
+        out.update({f"replog/snapshots/{k}": float(v) for k, v in dataclasses.asdict(self.transport.images).items()})
         for pid, f in st.get("followers", {}).items():  # on the leader
             out[f"replog/followers/{pid}/lag"] = float(f["lag"])
             out[f"replog/followers/{pid}/reachable"] = float(self.transport.reachable.get(pid, False))

@@ -14,7 +14,7 @@ import pytest
 from aiohttp import web
 
 from dcosd.master.replog import image as image_mod
-from dcosd.master.replog.image import ImageFile, ImageReceiver
+from dcosd.master.replog.image import ImageFile, ImageReceiver, TransferCounts
 from dcosd.master.replog.messages import Message, MsgType, Snapshot, SnapshotMeta
 from dcosd.master.replog.transport import CHUNKS_HEADER, RAFT_PATH, FrameReader, HttpTransport, _chunk_frame, _frame
 from dcosd.master.replog.wire import ImageToFollow
@@ -61,7 +61,8 @@ async def test_an_image_arrives_in_chunks_between_heartbeats_cut_anywhere(tmp_pa
 async def test_an_unfinished_image_is_dropped_when_the_stream_ends_or_a_newer_one_is_announced(tmp_path: Path) -> None:
     db = tmp_path / "state.db"
     got: list[Message] = []
-    reader = FrameReader(got.extend, "m1", images=db)
+    counts = TransferCounts()
+    reader = FrameReader(got.extend, "m1", images=db, counts=counts)
     reader.feed_data(_frame([_announce(50, 1000)]) + _chunk_frame(0, b"a" * 400))
     assert [n.endswith(".part") for n in _leftovers(db)] == [True]
     # A newer announcement (the leader sending its snapshot again) replaces the unfinished one.
@@ -70,6 +71,7 @@ async def test_an_unfinished_image_is_dropped_when_the_stream_ends_or_a_newer_on
     reader.feed_eof()
     assert _leftovers(db) == [] and got == []
     assert reader.done.done()
+    assert (counts.received, counts.receive_failures) == (0, 2)
 
 
 @pytest.mark.parametrize("bad", [
@@ -127,6 +129,7 @@ async def _peer(tmp_path: Path, *, offers_chunks: bool):
     got: list[Message] = []
     db = tmp_path / "peer" / "state.db"
     db.parent.mkdir()
+    counts = TransferCounts()
 
     async def raft(request: web.Request) -> web.StreamResponse:
         headers = {"Connection": "Upgrade", "Upgrade": "tcp"}
@@ -134,7 +137,7 @@ async def _peer(tmp_path: Path, *, offers_chunks: bool):
             headers[CHUNKS_HEADER] = "1"
         resp = web.StreamResponse(status=101, headers=headers)
         await resp.prepare(request)
-        reader = FrameReader(got.extend, "m1", images=db if offers_chunks else None)
+        reader = FrameReader(got.extend, "m1", images=db if offers_chunks else None, counts=counts)
         request.protocol.set_parser(reader)  # type: ignore[union-attr,arg-type]
         await reader.done
         return resp
@@ -145,7 +148,7 @@ async def _peer(tmp_path: Path, *, offers_chunks: bool):
     await runner.setup()
     port = free_port()
     await web.TCPSite(runner, "127.0.0.1", port).start()
-    return runner, f"http://127.0.0.1:{port}", got
+    return runner, f"http://127.0.0.1:{port}", got, counts
 
 
 async def _until(pred, what: str, timeout: float = 10.0) -> None:
@@ -158,7 +161,7 @@ async def _until(pred, what: str, timeout: float = 10.0) -> None:
 async def test_the_sender_streams_a_file_or_sends_it_whole_to_a_master_from_before_chunks(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch, offers_chunks: bool) -> None:
     monkeypatch.setattr("dcosd.master.replog.transport.CHUNK_SIZE", 64 * 1024)
-    runner, url, got = await _peer(tmp_path, offers_chunks=offers_chunks)
+    runner, url, got, counts = await _peer(tmp_path, offers_chunks=offers_chunks)
     sender = HttpTransport({"m1": "http://127.0.0.1:1", "m2": url}, secret=lambda: "s")
     try:
         sender.start("m1")
@@ -177,6 +180,9 @@ async def test_the_sender_streams_a_file_or_sends_it_whole_to_a_master_from_befo
             assert received.snapshot.data.read() == content
             # The heartbeat sent after the snapshot arrived before the image was whole.
             assert [m.type for m in got] == [MsgType.HEARTBEAT, MsgType.SNAPSHOT]
+            await _until(lambda: sender.images.sent == 1, "the sender to count it")
+            assert sender.images.bytes_sent == counts.bytes_received == len(content)
+            assert (counts.received, counts.receive_failures, sender.images.send_failures) == (1, 0, 0)
         else:
             assert received.snapshot.data == content  # bytes, in the message, as older masters expect
             assert [m.type for m in got] == [MsgType.SNAPSHOT, MsgType.HEARTBEAT]
@@ -200,7 +206,7 @@ async def test_the_same_image_is_not_started_again_on_a_stream_while_it_is_fresh
         real_start(self, m)
 
     monkeypatch.setattr(ImageReceiver, "start", counting_start)
-    runner, url, got = await _peer(tmp_path, offers_chunks=True)
+    runner, url, got, _ = await _peer(tmp_path, offers_chunks=True)
     sender = HttpTransport({"m1": "http://127.0.0.1:1", "m2": url}, secret=lambda: "s")
 
     def snapshot(index: int, content: bytes) -> Message:

@@ -128,6 +128,10 @@ def test_wiped_follower_rejoins_and_gets_a_snapshot(ha: HaCluster):
     images = sorted(p.name for p in ha.data_dir(victim).iterdir() if ".snap" in p.name)
     assert f"state.db.snapshot-{st['snapshot_index']}" in images, images
     assert not [n for n in images if "snap-recv" in n or "snap-in" in n], images
+    sent = ha.api(leader, "GET", "/metrics/snapshot?stale=1")[1]
+    got = ha.api(victim, "GET", "/metrics/snapshot?stale=1")[1]
+    assert sent["replog/snapshots/sent"] >= 1 and got["replog/snapshots/received"] >= 1, (sent, got)
+    assert got["replog/snapshots/bytes_received"] >= size
     # A rejoined master refuses --rejoin on a non-empty data directory.
     ha.stop(victim)
     p = ha.start(victim, "--rejoin")

@@ -18,6 +18,7 @@ import dataclasses
 import itertools
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +31,20 @@ CHUNK_SIZE = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_CHUNK", str(1 << 20)))
 RECEIVED = "snap-recv-"  # <db name>.snap-recv-<index>-<term>-<n>, with .part while it is arriving
 _PART = ".part"
 _serial = itertools.count(1)
+
+
+@dataclass
+class TransferCounts:
+    """Snapshot images this master sent and received in chunks, since it started (/metrics/snapshot,
+    as etcd counts its snapshot sends and receives): a follower being rebuilt, or one that never
+    manages to take an image (its disk), shows here."""
+
+    sent: int = 0
+    send_failures: int = 0  # the stream ended or the file could not be read before all of it went
+    bytes_sent: int = 0
+    received: int = 0
+    receive_failures: int = 0  # dropped unfinished (stream ended, newer image, no room, a disk error)
+    bytes_received: int = 0
 
 
 class ImageFile:
@@ -69,9 +84,10 @@ class ImageReceiver:
     A stream that ends, or a newer announcement, drops an unfinished image (the leader sends its
     snapshot again while the follower has not answered)."""
 
-    def __init__(self, db_path: Path, peer: str) -> None:
+    def __init__(self, db_path: Path, peer: str, counts: TransferCounts | None = None) -> None:
         self._db = Path(db_path)
         self._peer = peer
+        self._counts = counts if counts is not None else TransferCounts()
         self._message: Message | None = None
         self._path: Path | None = None
         self._fd = -1
@@ -93,6 +109,7 @@ class ImageReceiver:
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         except OSError as exc:
             log.error("cannot receive the snapshot at index %d from master %s: %s", meta.index, self._peer, exc)
+            self._counts.receive_failures += 1
             self._skipping = True
             return
         self._message, self._path, self._fd, self._size, self._offset = m, path, fd, size, 0
@@ -136,6 +153,8 @@ class ImageReceiver:
             self.abort()
             return None
         self._message = self._path = None
+        self._counts.received += 1
+        self._counts.bytes_received += self._size
         log.info("snapshot at index %d received from master %s: %d bytes in %d chunks",
                  m.snapshot.meta.index, self._peer, self._size, self.chunks)
         return dataclasses.replace(m, snapshot=Snapshot(m.snapshot.meta, ImageFile(final, self._size)))
@@ -154,6 +173,7 @@ class ImageReceiver:
                 pass
             self._fd = -1
         if self._path is not None:
+            self._counts.receive_failures += 1
             try:
                 os.unlink(self._path)
             except FileNotFoundError:

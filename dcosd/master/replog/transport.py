@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import BinaryIO
 from urllib.parse import urlsplit
 
-from .image import CHUNK_SIZE, ImageFile, ImageReceiver
+from .image import CHUNK_SIZE, ImageFile, ImageReceiver, TransferCounts
 from .messages import Message, Snapshot
 from .wire import ImageToFollow, WireError, decode_chunk, decode_frame, encode_chunk, encode_frame, is_chunk
 
@@ -73,11 +73,12 @@ class FrameReader:
     ``images``: the state database's path, beside which images sent in chunks are written (None: this
     end did not offer to take chunks, and a chunk is an error)."""
 
-    def __init__(self, deliver: Callable[[list[Message]], None], peer: str, images: Path | None = None) -> None:
+    def __init__(self, deliver: Callable[[list[Message]], None], peer: str, images: Path | None = None,
+                 counts: TransferCounts | None = None) -> None:
         self._deliver = deliver
         self._peer = peer
         self._buf = bytearray()
-        self._images = ImageReceiver(images, peer) if images is not None else None
+        self._images = ImageReceiver(images, peer, counts) if images is not None else None
         self.done: asyncio.Future = asyncio.get_running_loop().create_future()
 
     def feed_data(self, data: bytes) -> tuple[bool, bytes]:
@@ -205,6 +206,7 @@ class HttpTransport:
         self._images_sent: dict[str, tuple[_Dialed, int, int, float | None]] = {}
         self._stopped = False
         self.reachable: dict[str, bool] = {p: False for p in self.peers}
+        self.images = TransferCounts()  # sent from here, and received by this master's FrameReaders
 
     def start(self, my_id: str) -> None:
         self._my_id = my_id
@@ -294,8 +296,8 @@ class HttpTransport:
             offset = 0
             while offset < size:
                 transport = conn.transport
-                if transport is None or transport.is_closing():
-                    return  # the stream ended: the receiver dropped the image, the core sends it again
+                if transport is None or transport.is_closing():  # the receiver dropped the image
+                    raise ConnectionError("the stream ended")
                 piece = await loop.run_in_executor(None, f.read, min(CHUNK_SIZE, size - offset))
                 if not piece:
                     raise OSError(f"the image ended at {offset} of {size} bytes")
@@ -303,13 +305,16 @@ class HttpTransport:
                 offset += len(piece)
                 await conn.drained()
             done = True
-        except OSError as exc:
-            # The receiver waits for chunks that will not come: end the stream (it drops the image and
-            # the next send redials); the core sends its snapshot again.
+            self.images.sent += 1
+            self.images.bytes_sent += size
+        except OSError as exc:  # the core sends its snapshot again
+            self.images.send_failures += 1
             log.warning("sending a snapshot to master %s failed: %s", peer, exc)
             if conn.transport is not None:
+                # The receiver would wait for chunks that will not come: end the stream (it drops the
+                # image, and the next send redials).
                 conn.transport.close()
-        finally:
+        finally:  # (cancelled: a newer image for the peer replaced this one)
             f.close()
             if self._images_sent.get(peer) is sending:
                 if done:
