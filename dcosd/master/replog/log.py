@@ -111,7 +111,9 @@ class RaftLog:
     def commit_to(self, index: int) -> bool:
         if index > self.committed:
             if index > self.last_index():
-                raise LogError(f"commit {index} beyond last index {self.last_index()}")
+                raise LogError(f"commit {index} beyond last index {self.last_index()}: this master lacks entries "
+                               "it had acknowledged (was its data directory wiped or replaced? empty it and "
+                               "start it once with --rejoin)")
             self.committed = index
             return True
         return False

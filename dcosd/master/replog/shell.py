@@ -87,7 +87,9 @@ class RaftStore(Reads):
         self.storage = RaftStorage(self._writer, self.path)
         self._checkpointer = Checkpointer(self.path, self._writer)
         self.storage.claim(node_id)
-        if rejoin and not self.storage.is_empty():
+        if rejoin and self.storage.is_empty():
+            self.storage.mark_rejoining()  # durable before anything else: later starts need no flag
+        elif rejoin and not self.storage.is_rejoining():
             raise StorageError(f"--rejoin needs an empty data directory; {self.path} already holds Raft state")
         if restore is not None:
             if not self.storage.is_empty():
@@ -97,7 +99,7 @@ class RaftStore(Reads):
         state, applied = self.storage.load()
         self.node = RaftNode(node_id, peers, rng=random.Random(), state=state, election_ticks=election_ticks,
                              heartbeat_ticks=heartbeat_ticks, snapshot_threshold=snapshot_threshold,
-                             applied=applied, rejoin=rejoin, eager_commit=False,
+                             applied=applied, eager_commit=False,  # rejoining: from the hard state
                              follower_apply_batch=FOLLOWER_APPLY_BATCH)
         if len(self.node.peers) == 1:  # a one-master cluster elects itself at once
             while self.node.role != Role.LEADER:

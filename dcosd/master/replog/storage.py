@@ -118,6 +118,26 @@ class RaftStorage:
         except apsw.Error as exc:
             raise StorageError(f"cannot write {self.path}: {why_not_written(exc)}") from exc
 
+    def mark_rejoining(self) -> None:
+        """A replacement master's first act (--rejoin): make durable that it is rejoining, before it
+        answers any peer. Without it, a master killed before its first Ready was written came back
+        (restarted without the flag, as one is) as a member that had never voted and held nothing;
+        the leader, which remembered its predecessor's log, told it a commit beyond its last index,
+        and it stopped, at every restart."""
+        try:
+            with self.db:
+                self.db.execute("INSERT INTO raft_hard_state (id, term, vote, commit_index, rejoining)"
+                                " VALUES (1, 0, NULL, 0, 1)")
+        except apsw.Error as exc:
+            raise StorageError(f"cannot write {self.path}: {why_not_written(exc)}") from exc
+        self._vouched = (0, None, True)
+
+    def is_rejoining(self) -> bool:
+        """Still marked as a replacement that has not caught up (a --rejoin that did not finish)."""
+        for (rejoining,) in self.db.execute("SELECT rejoining FROM raft_hard_state WHERE id = 1"):
+            return bool(rejoining)
+        return False
+
     def is_empty(self) -> bool:
         """No Raft history and no state: what --rejoin requires."""
         for (n,) in self.db.execute("SELECT (SELECT COUNT(*) FROM raft_hard_state) + (SELECT COUNT(*) FROM raft_log)"
