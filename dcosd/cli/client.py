@@ -117,6 +117,7 @@ class Client:
         """A binary answer written to ``dest`` as it arrives (fsynced, then renamed into place: ``dest``
         holds all of it or is left as it was), its size, and its headers."""
         tmp = dest.with_name(dest.name + ".part")
+        saved = False
         try:
             with self._request("GET", path, timeout=timeout) as resp, open(tmp, "wb") as f:
                 headers = dict(resp.headers.items())
@@ -130,15 +131,14 @@ class Client:
                 f.flush()
                 os.fsync(f.fileno())
             os.replace(tmp, dest)
+            saved = True
         except (http.client.HTTPException, ConnectionError, TimeoutError) as exc:
-            _remove(tmp)
             raise Unavailable(f"the download was cut short ({type(exc).__name__}: {exc}); nothing was saved") from None
         except OSError as exc:
-            _remove(tmp)
             raise DcosdError(f"cannot write {dest}: {exc}") from None
-        except BaseException:
-            _remove(tmp)
-            raise
+        finally:
+            if not saved:
+                tmp.unlink(missing_ok=True)
         return n, headers
 
     def stream(self, path: str, params: dict[str, str] | None = None) -> Iterator[bytes]:
@@ -164,10 +164,3 @@ class Client:
         if not matches:
             raise NotFound(f"no task {task_id}")
         raise ValidationError(f"{task_id!r} matches {len(matches)} tasks; give more of the id")
-
-
-def _remove(p: Path) -> None:
-    try:
-        os.unlink(p)
-    except FileNotFoundError:
-        pass

@@ -56,23 +56,26 @@ def _reopen(tmp_path: Path) -> RaftStorage:
     return RaftStorage(db, tmp_path / "state.db")
 
 
+def _save(storage: RaftStorage, index: int) -> bytes:
+    """Image the state at ``index`` and save it as the image of that index, as the shell does."""
+    return storage.save_image_file(index, storage.image_file_of(storage.pin_state(), index)).read()
+
+
 def test_the_image_is_the_pinned_state_while_the_writer_goes_on(storage: RaftStorage, tmp_path: Path) -> None:
     _write(storage, 1, 50)
     pinned = storage.pin_state()
-    images: list[bytes] = []
-    t = threading.Thread(target=lambda: images.append(storage.image_of(pinned, 50)))
+    images: list[Path] = []
+    t = threading.Thread(target=lambda: images.append(storage.image_file_of(pinned, 50)))
     t.start()
     _write(storage, 51, 80)  # the writer is not held up, and its writes are not in the image
     t.join()
-    (tmp_path / "image.db").write_bytes(images[0])
-    assert _queued(tmp_path / "image.db") == 50
+    assert _queued(images[0]) == 50
     assert _queued(tmp_path / "state.db") == 80
 
 
 def test_a_recorded_snapshot_survives_a_restart_and_drops_its_log(storage: RaftStorage, tmp_path: Path) -> None:
     _write(storage, 1, 50)
-    data = storage.image_of(storage.pin_state(), 50)
-    storage.save_image(50, data)
+    data = _save(storage, 50)
     storage.record_snapshot(50, 1)
     _write(storage, 51, 60)  # the next transaction records it
     storage.db.close()
@@ -86,7 +89,7 @@ def test_a_recorded_snapshot_survives_a_restart_and_drops_its_log(storage: RaftS
 
 def test_an_image_saved_but_never_recorded_is_ignored_and_removed(storage: RaftStorage, tmp_path: Path) -> None:
     _write(storage, 1, 50)
-    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    _save(storage, 50)
     storage.db.close()  # a crash before any transaction recorded it
     state, _ = _reopen(tmp_path).load()
     assert state.snapshot.meta.index == 0
@@ -96,10 +99,10 @@ def test_an_image_saved_but_never_recorded_is_ignored_and_removed(storage: RaftS
 
 def test_a_newer_snapshot_replaces_the_older_image(storage: RaftStorage, tmp_path: Path) -> None:
     _write(storage, 1, 50)
-    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    _save(storage, 50)
     storage.record_snapshot(50, 1)
     _write(storage, 51, 90)
-    storage.save_image(90, storage.image_of(storage.pin_state(), 90))
+    _save(storage, 90)
     storage.record_snapshot(90, 1)
     _write(storage, 91, 91)
     assert [p.name for p in tmp_path.glob("state.db.snapshot-*")] == ["state.db.snapshot-90"]
@@ -108,7 +111,7 @@ def test_a_newer_snapshot_replaces_the_older_image(storage: RaftStorage, tmp_pat
 def test_a_recorded_image_that_is_missing_stops_the_master_with_the_way_out(storage: RaftStorage,
                                                                            tmp_path: Path) -> None:
     _write(storage, 1, 50)
-    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    _save(storage, 50)
     storage.record_snapshot(50, 1)
     _write(storage, 51, 51)
     storage.db.close()
@@ -146,7 +149,7 @@ def test_the_log_below_a_snapshot_is_deleted_a_step_at_a_time(storage: RaftStora
     last = 2 * TRUNCATE_STEP + 500
     for first in range(1, last + 1, 500):
         _write(storage, first, first + 499)
-    storage.save_image(last, storage.image_of(storage.pin_state(), last))
+    _save(storage, last)
     storage.record_snapshot(last, 1)
 
     def lowest() -> int:
@@ -162,10 +165,10 @@ def test_the_log_below_a_snapshot_is_deleted_a_step_at_a_time(storage: RaftStora
 def test_recording_a_snapshot_leaves_a_later_image_and_its_scratch_alone(storage: RaftStorage,
                                                                           tmp_path: Path) -> None:
     _write(storage, 1, 50)
-    storage.save_image(40, b"an older image")
-    storage.save_image(50, storage.image_of(storage.pin_state(), 50))
+    (tmp_path / "state.db.snapshot-40").write_bytes(b"an older image")
+    _save(storage, 50)
     _write(storage, 51, 90)
-    storage.save_image(90, storage.image_of(storage.pin_state(), 90))  # saved, not recorded yet
+    _save(storage, 90)  # saved, not recorded yet
     scratch = tmp_path / "state.db.snap-out-120"  # a third one being imaged on its thread
     scratch.write_bytes(b"in the making")
     storage.record_snapshot(50, 1)
@@ -188,7 +191,10 @@ def _leader_image(tmp_path: Path, last: int) -> bytes:
     s = RaftStorage(db, other / "state.db")
     _write(s, 1, last)
     try:
-        return s.image_of(s.pin_state(), last)
+        scratch = s.image_file_of(s.pin_state(), last)
+        data = scratch.read_bytes()
+        scratch.unlink()
+        return data
     finally:
         db.close()
 

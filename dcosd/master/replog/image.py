@@ -174,8 +174,5 @@ class ImageReceiver:
             self._fd = -1
         if self._path is not None:
             self._counts.receive_failures += 1
-            try:
-                os.unlink(self._path)
-            except FileNotFoundError:
-                pass
+            self._path.unlink(missing_ok=True)
         self._message = self._path = None

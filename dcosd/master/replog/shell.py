@@ -70,7 +70,7 @@ class RaftStore(Reads):
     def __init__(self, path: Path, node_id: str, peers: list[str], *, send: Callable[[list[Message]], None],
                  loop: asyncio.AbstractEventLoop, tick_seconds: float = 0.04,
                  election_ticks: tuple[int, int] = (10, 20), heartbeat_ticks: int = 2,
-                 snapshot_threshold: int = 5000, rejoin: bool = False, restore: Path | bytes | None = None,
+                 snapshot_threshold: int = 5000, rejoin: bool = False, restore: Path | None = None,
                  on_leadership: Callable[[bool, str | None, int], None] | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.path = Path(path)

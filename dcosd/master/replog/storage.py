@@ -30,7 +30,6 @@ import apsw
 
 from dcosd import codec
 from dcosd.errors import DcosdError, StorageError
-from dcosd.executor.base import atomic_write
 from dcosd.master.state import machine
 from dcosd.master.state.store import rollback, why_not_written
 
@@ -265,8 +264,8 @@ class RaftStorage:
     # -- snapshots ------------------------------------------------------------------------------
     # A snapshot of our own state is taken beside the writer, not in its way: pin_state() opens a read
     # transaction at exactly the snapshot's index (on the writer's thread, between transactions),
-    # image_of() copies that state on another thread while the writer goes on, save_image() makes it
-    # a durable file, the next write_ready() records it (fsynced), and the log rows it covers are
+    # image_file_of() copies that state on another thread while the writer goes on, save_image_file()
+    # makes it a durable file, the next write_ready() records it (fsynced), and the log rows it covers are
     # deleted TRUNCATE_STEP per write.
     # (It used to be imaged, VACUUMed and stored as a blob in the writer's path: a 300 ms stall.)
 
@@ -280,18 +279,9 @@ class RaftStorage:
             raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
         return conn
 
-    def image_of(self, pinned: apsw.Connection, index: int, scratch_name: str = "snap-out") -> bytes:
-        """The pinned state as a compact database image, without the Raft tables. Any thread."""
-        scratch = self.image_file_of(pinned, index, scratch_name)
-        try:
-            return scratch.read_bytes()
-        except OSError as exc:
-            raise StorageError(f"cannot take a snapshot of the state: {exc}") from exc
-        finally:
-            _unlink(scratch)
-
     def image_file_of(self, pinned: apsw.Connection, index: int, scratch_name: str = "snap-out") -> Path:
-        """image_of(), left in a scratch file beside the database, which the caller then owns."""
+        """The pinned state as a compact database image, without the Raft tables, in a scratch file
+        beside the database that the caller then owns. Any thread."""
         scratch = self.path.with_name(f"{self.path.name}.{scratch_name}-{index}")
         _unlink(scratch)
         done = False
@@ -318,15 +308,6 @@ class RaftStorage:
             pinned.close()
             if not done:
                 _unlink(scratch)
-
-    def save_image(self, index: int, data: bytes) -> None:
-        """Write the image of ``index`` durably (fsync, rename, fsync of the directory). Any thread."""
-        final = self._image_path(index)
-        try:
-            atomic_write(final, data)
-        except OSError as exc:
-            _unlink(final.with_name(final.name + ".tmp"))
-            raise StorageError(f"cannot store a snapshot: {exc}") from exc
 
     def save_image_file(self, index: int, scratch: Path) -> ImageFile:
         """Make the image in ``scratch`` (image_file_of) the durable image of ``index``. Any thread."""
@@ -376,16 +357,6 @@ class RaftStorage:
                 _unlink(p)
 
     # -- a backup of the whole cluster (`dcosd cluster backup`, `dcosd master --restore-from`) -----
-    def backup(self) -> tuple[bytes, int, int]:
-        """backup_file(), as bytes."""
-        path, index, term = self.backup_file()
-        try:
-            return path.read_bytes(), index, term
-        except OSError as exc:
-            raise StorageError(f"cannot take a backup: {exc}") from exc
-        finally:
-            _unlink(path)
-
     def backup_file(self) -> tuple[Path, int, int]:
         """The replicated state as applied now, as an image (as for a snapshot) in a scratch file beside
         the database that the caller then owns (and deletes), with its index and term. Any thread; the
@@ -447,7 +418,12 @@ class RaftStorage:
                     _durably_move(data.path, final)
                     data.path = final  # the core's snapshot holds this object: it follows
             else:  # bytes: from a master that sends no chunks
-                _durably_write(final, data)
+                tmp = final.with_name(final.name + ".tmp")  # removed at start if left by a crash
+                try:
+                    tmp.write_bytes(data)
+                    _durably_move(tmp, final)
+                finally:
+                    _unlink(tmp)
         except OSError as exc:
             raise StorageError(f"cannot store a received snapshot: {why_not_written(exc)}") from exc
         return final
@@ -484,38 +460,19 @@ class RaftStorage:
             db.execute(sql)
 
 
-def _fsync_dir(d: Path) -> None:
-    fd = os.open(d, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _durably_move(src: Path, dst: Path) -> None:
     """``src`` becomes ``dst``, its content and the rename both durable (same directory)."""
-    fd = os.open(src, os.O_RDONLY)
+    _fsync(src)
+    os.replace(src, dst)
+    _fsync(dst.parent)
+
+
+def _fsync(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
     try:
         os.fsync(fd)
     finally:
         os.close(fd)
-    os.replace(src, dst)
-    _fsync_dir(dst.parent)
-
-
-def _durably_write(path: Path, data: bytes) -> None:
-    """atomic_write() for an image of any size (one write() call stops short of 2 GiB)."""
-    tmp = path.with_name(path.name + ".tmp")
-    try:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except OSError:
-        _unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
 
 
 def _unlink(p: Path) -> None:

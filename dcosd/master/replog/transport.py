@@ -58,14 +58,16 @@ _DEAD_AFTER = 2.0
 _LEN = 4
 
 
-def _frame(messages: list[Message]) -> bytes:
-    body = encode_frame(messages)
+def _prefixed(body: bytes) -> bytes:
     return len(body).to_bytes(_LEN, "little") + body
+
+
+def _frame(messages: list[Message]) -> bytes:
+    return _prefixed(encode_frame(messages))
 
 
 def _chunk_frame(offset: int, data: bytes) -> bytes:
-    body = encode_chunk(offset, data)
-    return len(body).to_bytes(_LEN, "little") + body
+    return _prefixed(encode_chunk(offset, data))
 
 
 class FrameReader:
@@ -262,8 +264,7 @@ class HttpTransport:
                         continue
                     f = open(image.path, "rb")  # now: the file may be replaced by a newer snapshot later
                     out.append(dataclasses.replace(m, snapshot=Snapshot(meta, ImageToFollow(image.size))))
-                    self._images_sent[peer] = (conn, meta.index, meta.term, None)
-                    self._stream(peer, conn, f, image.size)
+                    self._stream(peer, conn, f, image.size, (conn, meta.index, meta.term, None))
                 else:
                     out.append(dataclasses.replace(m, snapshot=Snapshot(m.snapshot.meta, image.read())))
             except OSError as exc:  # the core sends its snapshot again later
@@ -271,13 +272,13 @@ class HttpTransport:
         if out:
             conn.transport.write(_frame(out))
 
-    def _stream(self, peer: str, conn: _Dialed, f: BinaryIO, size: int) -> None:
+    def _stream(self, peer: str, conn: _Dialed, f: BinaryIO, size: int, sending: tuple) -> None:
         """Send the image in ``f`` as chunk frames after the message announcing it (written by the
         caller, before any chunk: this task runs later). A newer image for the peer replaces it."""
         before = self._streams.pop(peer, None)
         if before is not None:
             before.cancel()  # the receiver drops the unfinished image when it sees the next announcement
-        sending = self._images_sent[peer]
+        self._images_sent[peer] = sending
         task = asyncio.get_running_loop().create_task(self._send_chunks(peer, conn, f, size, sending),
                                                       name=f"raft-snapshot-{peer}")
         self._streams[peer] = task
@@ -314,8 +315,7 @@ class HttpTransport:
                 # The receiver would wait for chunks that will not come: end the stream (it drops the
                 # image, and the next send redials).
                 conn.transport.close()
-        finally:  # (cancelled: a newer image for the peer replaced this one)
-            f.close()
+        finally:  # (cancelled: a newer image for the peer replaced this one; f is closed by _stream)
             if self._images_sent.get(peer) is sending:
                 if done:
                     self._images_sent[peer] = (*sending[:3], loop.time())
