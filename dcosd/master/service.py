@@ -22,7 +22,7 @@ from aiohttp import web
 
 from dcosd.errors import ConfigError, NotLeader
 from dcosd.httputil import check_token, make_app
-from dcosd.master import auth, console
+from dcosd.master import auth, console, front
 from dcosd.master.agent_sessions import AgentSessions
 from dcosd.master.discovery import Discovery, DiscoveryConfig
 from dcosd.master.api import OperatorApi
@@ -89,6 +89,8 @@ class Master:
         self.scheduler_api = SchedulerApi(self)
         self.mesos_operator = MesosOperatorApi(self)
         self._runner: web.AppRunner | None = None
+        self._listener: asyncio.AbstractServer | None = None
+        self._front_connections: set[front.FrontProtocol] = set()
         self._tasks: list[asyncio.Task] = []
         # Set (and replaced by a fresh one) whenever a committed command touched tasks or agents.
         self._task_changed = asyncio.Event()
@@ -135,15 +137,17 @@ class Master:
         # Long-lived responses (work streams, log follows) must not hold a stopping master for a minute.
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=2.0)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.config.host, self.config.port, reuse_address=True)
+        # The socket is the front's (front.py): the hottest writes are served there, the rest by aiohttp.
+        handlers, server = front.lean_handlers(app), self._runner.server
         try:
-            await site.start()
+            self._listener = await asyncio.get_running_loop().create_server(
+                lambda: front.FrontProtocol(app, server, handlers, self._front_connections),  # type: ignore[arg-type]
+                self.config.host, self.config.port, reuse_address=True)
         except OSError as exc:
             await self.stop()
             raise ConfigError(f"cannot listen on {self.config.host}:{self.config.port}: {exc.strerror}") from exc
-        sockets = site._server.sockets if site._server else []  # type: ignore[union-attr]
-        if sockets:
-            self.bound_port = sockets[0].getsockname()[1]
+        if self._listener.sockets:
+            self.bound_port = self._listener.sockets[0].getsockname()[1]
         if self.ha is None:
             self.become_leader()  # one master: always the leader; with peers, Raft decides (ha.py)
         await self.discovery.start()
@@ -174,6 +178,11 @@ class Master:
         await self.step_down()
         if self.ha is not None:
             await self.ha.stop()
+        if self._listener is not None:
+            self._listener.close()
+            self._listener = None
+        for conn in list(self._front_connections):
+            conn.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
