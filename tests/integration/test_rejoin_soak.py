@@ -14,6 +14,27 @@ from tests.harness.cluster import wait_for
 from tests.harness.ha_cluster import HaCluster, Writer
 
 
+def restart_after_kill(ha: HaCluster, victim: str) -> None:
+    """Start a killed replacement again as an operator would: with --rejoin, which is taken while it is
+    still rejoining; if it had caught up before the kill, the flag is refused (it says so and exits),
+    and it starts without it."""
+    p = ha.start(victim, "--rejoin")
+
+    def settled() -> str | None:
+        if not p.alive():
+            return "exited"
+        try:
+            ha.status(victim)
+            return "serving"
+        except Exception:  # noqa: BLE001 — not listening yet
+            return None
+
+    if wait_for(settled, timeout=30, what=f"{victim} restarted") == "exited":
+        last = p.log().strip().splitlines()[-1]
+        assert "--rejoin needs an empty data directory" in last, last
+        ha.start(victim)
+
+
 def test_wiped_followers_rejoin_through_kills_while_writes_go_on(tmp_path: Path) -> None:
     rng = random.Random(4)
     ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_CHUNK": "4096"})
@@ -34,7 +55,7 @@ def test_wiped_followers_rejoin_through_kills_while_writes_go_on(tmp_path: Path)
                 time.sleep(rng.uniform(0.2, 1.5))  # a fault at a random moment, not a wait for readiness
                 p.kill9()
                 killed += 1
-                ha.start(victim, "--rejoin")  # still rejoining: the flag is taken again
+                restart_after_kill(ha, victim)
             wait_for(lambda: not ha.status(victim)["rejoining"], timeout=60, what=f"{victim} rejoined")
         assert killed >= 2  # the seed kills some starts
         wait_for(lambda: len(writer.acked) > 1000, timeout=60, what="writes after the wipes")
