@@ -489,26 +489,29 @@ class RaftStore(Reads):
             self._wake_watchers()
 
     def _deliver(self, outcomes: list) -> None:
-        """Applied entries: tell the listeners, answer the proposers."""
+        """Applied entries: answer the proposers, tell the listeners.
+
+        The proposer's future is settled first: that only queues its task's wake-up, which runs after
+        every listener here has run (so it sees what they did), but ahead of the tasks the listeners
+        wake — an allocation cycle after every submitted task, event streams — which the answer need
+        not wait for."""
         node = self.node
         for e, ok, value, command in outcomes:
             waiter = self._waiting.pop(e.index, None)
-            fut = None
             if waiter is not None:
                 term, fut, entered = waiter
                 if term != e.term:  # our proposal lost its slot to another leader's entry: never committed
                     if entered is not None and e.index in entered:
                         entered.remove(e.index)
                     self._settle(fut, NotLeader(leader=node.leader), False)
-                    fut = None
+                else:
+                    self._settle(fut, value, ok)
             if ok and command is not None:
                 for listener in list(self.listeners):
                     try:
                         listener(command, value)
                     except Exception:
                         log.exception("state listener failed")
-            if fut is not None:
-                self._settle(fut, value, ok)
 
     def _applied_early(self, outcomes: list) -> None:
         if self._closed:
