@@ -51,6 +51,9 @@ log = logging.getLogger(__name__)
 READ_INDEX_PATH = "/dcosd/internal/v1/read-index"
 # Compact the log into a snapshot after this many applied entries (tests lower it).
 SNAPSHOT_EVERY = int(os.environ.get("DCOSD_RAFT_SNAPSHOT_EVERY", "10000"))
+# ... and only once the log since the last snapshot holds this many times its image's bytes, or ten
+# times SNAPSHOT_EVERY entries (replog/compaction.py). Tests set 0 to compact every SNAPSHOT_EVERY.
+SNAPSHOT_SIZE_RATIO = float(os.environ.get("DCOSD_RAFT_SNAPSHOT_SIZE_RATIO", "1"))
 # How long a leader waits for another master to take over (the core itself gives up on a transfer
 # after an election timeout, 0.4 s; this also covers the new leader's first append reaching us).
 HANDOVER_TIMEOUT = 5.0
@@ -124,7 +127,8 @@ class HighAvailability:
     def open_store(self, path: Any) -> RaftStore:
         self.store = RaftStore(path, self.my_id, list(self.peers), send=self.transport.send,
                                loop=asyncio.get_running_loop(), tick_seconds=self.tick_seconds,
-                               rejoin=self.rejoin, restore=self.restore, snapshot_threshold=SNAPSHOT_EVERY, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
+                               rejoin=self.rejoin, restore=self.restore, snapshot_threshold=SNAPSHOT_EVERY,
+                               snapshot_size_ratio=SNAPSHOT_SIZE_RATIO, on_leadership=self._on_leadership, on_fatal=self._on_fatal)
         self.transport.start(self.my_id)
         self._http = aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=5, sock_connect=1))
         self._watch = asyncio.get_running_loop().create_task(self._watch_inbound(), name="raft-inbound-watch")

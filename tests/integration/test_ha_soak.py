@@ -27,7 +27,7 @@ OPS = ("transfer", "transfer", "sigterm", "kill9", "kill9-follower", "none")
 
 @pytest.fixture
 def lab(tmp_path: Path):
-    lab = MastersWithAgents(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "300"})  # compactions too
+    lab = MastersWithAgents(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "300", "DCOSD_RAFT_SNAPSHOT_SIZE_RATIO": "0"})  # compactions too
     try:
         lab.ha.start_all()
         lab.leader()

@@ -121,7 +121,7 @@ def test_a_recorded_image_that_is_missing_stops_the_master_with_the_way_out(stor
 
 
 def test_masters_killed_after_compacting_come_back_with_everything(tmp_path: Path) -> None:
-    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"})
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_SIZE_RATIO": "0"})
     try:
         ha.start_all()
         leader = ha.wait_leader()
@@ -245,3 +245,27 @@ def test_an_image_an_older_master_kept_in_its_row_still_loads(storage: RaftStora
     storage.db.close()
     state, applied = _reopen(tmp_path).load()
     assert applied == 20 and state.snapshot.meta == SnapshotMeta(20, 1) and state.snapshot.data == data
+
+
+def test_a_log_much_smaller_than_the_state_is_not_compacted_until_the_entry_cap(tmp_path: Path) -> None:
+    # Every 40 entries at most, but only once the log since the last snapshot holds as many bytes as
+    # its image (a few hundred KB here, ~300 bytes an entry) — or at 10 x 40 entries whatever the sizes.
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"})
+    try:
+        ha.start_all()
+        leader = ha.wait_leader()
+        for k in range(60):
+            assert ha.submit(leader, f"a{k}") == 201
+        first = wait_for(lambda: ha.status(leader)["snapshot_index"], timeout=20, what="the first snapshot")
+        assert 40 <= first <= 62
+        for k in range(150):
+            assert ha.submit(leader, f"b{k}") == 201
+        assert ha.status(leader)["snapshot_index"] == first  # 150 small entries: far less than the image
+        for k in range(250):
+            assert ha.submit(leader, f"c{k}") == 201
+        wait_for(lambda: ha.status(leader)["snapshot_index"] >= first + 400, timeout=20,
+                 what="a snapshot at 10 x 40 entries after the first")
+        ha.wait_caught_up(ha.ids)
+        ha.assert_same_state()
+    finally:
+        ha.stop_all()

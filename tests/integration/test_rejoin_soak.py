@@ -37,7 +37,7 @@ def restart_after_kill(ha: HaCluster, victim: str) -> None:
 
 def test_wiped_followers_rejoin_through_kills_while_writes_go_on(tmp_path: Path) -> None:
     rng = random.Random(4)
-    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_CHUNK": "4096"})
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_SIZE_RATIO": "0", "DCOSD_RAFT_SNAPSHOT_CHUNK": "4096"})
     writer = None
     try:
         ha.start_all()

@@ -20,7 +20,7 @@ from tests.harness.ha_cluster import SECRET, TOKEN, HaCluster, Writer
 @pytest.fixture
 def ha(tmp_path: Path):
     # Small snapshot chunks: an image of a few hundred KB crosses in many (image.py, transport.py).
-    c = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_CHUNK": "16384"})
+    c = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_SIZE_RATIO": "0", "DCOSD_RAFT_SNAPSHOT_CHUNK": "16384"})
     try:
         yield c
     finally:
@@ -187,7 +187,7 @@ def test_a_master_whose_disk_fills_exits_clearly_and_nothing_acknowledged_is_los
     "no transaction is active" from rolling back what the full disk already rolled back), the other
     two go on taking writes, a restart on the still-full disk stops the same way, and once there is
     room m3 catches up: every acknowledged write on every master, identical states."""
-    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"})
+    ha = HaCluster(tmp_path, env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_SIZE_RATIO": "0"})
     small = ha.data_dir("m3")
     small.mkdir(parents=True)
     subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(small)], check=True)
@@ -461,7 +461,7 @@ def test_a_backup_restores_a_new_cluster_with_every_write_acknowledged_before_it
     refused), and take writes again."""
     (tmp_path / "old").mkdir()
     (tmp_path / "new").mkdir()
-    old, new = HaCluster(tmp_path / "old", env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40"}), HaCluster(tmp_path / "new")
+    old, new = HaCluster(tmp_path / "old", env={"DCOSD_RAFT_SNAPSHOT_EVERY": "40", "DCOSD_RAFT_SNAPSHOT_SIZE_RATIO": "0"}), HaCluster(tmp_path / "new")
     backup = tmp_path / "cluster.backup"
     try:
         old.start_all()

@@ -42,6 +42,7 @@ from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable, Valid
 from dcosd.master.state.checkpoint import Checkpointer
 from dcosd.master.state.store import Reads, migrate, open_db
 
+from .compaction import snapshot_due
 from .core import RaftNode
 from .disk_timing import DurableWriteTimes
 from .image import ImageFile, image_size
@@ -70,7 +71,8 @@ class RaftStore(Reads):
     def __init__(self, path: Path, node_id: str, peers: list[str], *, send: Callable[[list[Message]], None],
                  loop: asyncio.AbstractEventLoop, tick_seconds: float = 0.04,
                  election_ticks: tuple[int, int] = (10, 20), heartbeat_ticks: int = 2,
-                 snapshot_threshold: int = 5000, rejoin: bool = False, restore: Path | None = None,
+                 snapshot_threshold: int = 5000, snapshot_size_ratio: float = 1.0, rejoin: bool = False,
+                 restore: Path | None = None,
                  on_leadership: Callable[[bool, str | None, int], None] | None = None,
                  on_fatal: Callable[[BaseException], None] | None = None) -> None:
         self.path = Path(path)
@@ -118,6 +120,10 @@ class RaftStore(Reads):
         self._ticks_due = 0
         self._imaging: threading.Thread | None = None  # a snapshot being taken beside the writer
         self._compact_due: tuple[int, ImageFile] | None = None
+        # For compaction.snapshot_due: the entries' bytes applied since the last snapshot, its image's size.
+        self.snapshot_size_ratio = snapshot_size_ratio
+        self._log_bytes = 0
+        self._image_bytes = image_size(state.snapshot.data)
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         # Outputs the node still owes.
         # index -> (term, future, the proposing request's ENTERED_LOG)
@@ -459,13 +465,17 @@ class RaftStore(Reads):
         # 5, beside the writer (storage.py). One at a time; a request made before the previous snapshot
         # compacted the log is stale (it would image again a few entries later) and is let go.
         if (rd.snapshot_request and self._imaging is None and self._compact_due is None
-                and rd.snapshot_request - node.log.offset >= node.snapshot_threshold):
+                and snapshot_due(rd.snapshot_request - node.log.offset, self._log_bytes, self._image_bytes,
+                                 node.snapshot_threshold, self.snapshot_size_ratio)):
             index = rd.snapshot_request
+            self._log_bytes = 0
             self._imaging = threading.Thread(target=self._image, args=(self.storage.pin_state(), index),
                                              name="raft-snapshot", daemon=True)
             self._imaging.start()
         self._deliver(outcomes)
-        if rd.snapshot is not None:  # proposals whose slots the snapshot covers: outcome unknown here
+        if rd.snapshot is not None:
+            self._log_bytes, self._image_bytes = 0, image_size(rd.snapshot.data)
+            # proposals whose slots the snapshot covers: outcome unknown here
             for index in [i for i in self._waiting if i <= rd.snapshot.meta.index]:
                 _, fut, _ = self._waiting.pop(index)
                 self._settle(fut, NotLeader(leader=node.leader), False)
@@ -497,6 +507,7 @@ class RaftStore(Reads):
         not wait for."""
         node = self.node
         for e, ok, value, command in outcomes:
+            self._log_bytes += len(e.data)
             waiter = self._waiting.pop(e.index, None)
             if waiter is not None:
                 term, fut, entered = waiter
@@ -545,6 +556,7 @@ class RaftStore(Reads):
                         index, error)
             return
         self._compact_due = (index, image)
+        self._image_bytes = image_size(image)
         self._schedule()
 
     def _advance_applied(self, applied: int) -> None:
