@@ -167,7 +167,11 @@ class FrontProtocol(asyncio.Protocol):
         self._paused_reading = False
         self._closing = False
         self._remote: str | None = None
+        # One timer a connection, not one a request: it closes the connection once nothing has come in
+        # for KEEPALIVE_TIMEOUT while no request is being served (idle between requests, or a head or
+        # body that stopped arriving), and otherwise sets itself again for the time left.
         self._idle: asyncio.TimerHandle | None = None
+        self._last_data = 0.0
         self._task: asyncio.Task | None = None
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
@@ -176,7 +180,9 @@ class FrontProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self._remote = peer[0] if isinstance(peer, tuple) else None
         self._connections.add(self)
-        self._arm_idle()
+        loop = asyncio.get_running_loop()
+        self._last_data = loop.time()
+        self._idle = loop.call_later(KEEPALIVE_TIMEOUT, self._idle_check)
 
     def connection_lost(self, exc: BaseException | None) -> None:
         self._connections.discard(self)
@@ -189,9 +195,7 @@ class FrontProtocol(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         self._buf += data
-        if self._idle is not None:
-            self._idle.cancel()
-            self._idle = None
+        self._last_data = asyncio.get_running_loop().time()
         self._next()
 
     def pause_writing(self) -> None:
@@ -219,8 +223,6 @@ class FrontProtocol(asyncio.Protocol):
         if end < 0:
             if len(buf) > MAX_HEAD or (buf and not buf[:1].isupper()):
                 self._hand_off()
-            elif not buf:
-                self._arm_idle()
             return
         parsed = self._parse_head(bytes(buf[:end]))
         if parsed is None:
@@ -292,6 +294,7 @@ class FrontProtocol(asyncio.Protocol):
         if transport is None:
             return
         transport.write(out)
+        self._last_data = asyncio.get_running_loop().time()  # the keep-alive wait starts at the answer
         if closing or self._closing:
             transport.close()
             return
@@ -304,6 +307,9 @@ class FrontProtocol(asyncio.Protocol):
             return
         self._connections.discard(self)
         self._transport = None
+        if self._idle is not None:  # aiohttp keeps its own time from here
+            self._idle.cancel()
+            self._idle = None
         if self._paused_reading:
             transport.resume_reading()
         handler = self._server()
@@ -324,11 +330,14 @@ class FrontProtocol(asyncio.Protocol):
             self._paused_reading = False
             transport.resume_reading()
 
-    def _arm_idle(self) -> None:
-        if self._idle is None and self._transport is not None:
-            self._idle = asyncio.get_running_loop().call_later(KEEPALIVE_TIMEOUT, self._idle_close)
-
-    def _idle_close(self) -> None:
+    def _idle_check(self) -> None:
         self._idle = None
-        if self._transport is not None and not self._busy:
+        if self._transport is None:
+            return
+        loop = asyncio.get_running_loop()
+        quiet = loop.time() - self._last_data
+        if quiet >= KEEPALIVE_TIMEOUT and not self._busy:
             self._transport.close()
+            return
+        self._idle = loop.call_later(max(KEEPALIVE_TIMEOUT - quiet, 0.0) if not self._busy else KEEPALIVE_TIMEOUT,
+                                     self._idle_check)

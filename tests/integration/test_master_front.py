@@ -255,6 +255,19 @@ async def test_idle_connections_are_closed_and_so_are_all_at_stop(monkeypatch: p
     writer2.close()
 
 
+async def test_a_request_that_stops_arriving_is_closed_after_the_timeout(monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.setattr(front, "KEEPALIVE_TIMEOUT", 0.3)
+    async with Served() as s:
+        for partial in (post({"id": "p"})[:20], post({"id": "p"})[:-3]):  # in the head; in the body
+            reader, writer = await s.connect()
+            writer.write(partial)
+            loop = asyncio.get_running_loop()
+            t0 = loop.time()
+            assert await asyncio.wait_for(reader.read(), 5) == b""
+            assert loop.time() - t0 >= 0.25
+        assert s.finished == []
+
+
 async def test_reading_pauses_while_a_flood_waits_behind_a_request():
     async with Served() as s:
         reader, writer = await s.connect()
@@ -298,3 +311,31 @@ def test_a_master_serves_task_submissions_on_the_front_and_the_rest_on_aiohttp(t
         conn.close()
     finally:
         f.stop_all()
+
+
+def test_a_follower_answers_a_task_submission_on_the_front_with_307_or_proxies_it(tmp_path: Path):
+    from tests.harness.ha_cluster import TOKEN, HaCluster
+
+    ha = HaCluster(tmp_path)
+    try:
+        ha.start_all()
+        leader = ha.wait_leader()
+        follower = next(i for i in ha.ids if i != leader)
+        host, port = ha.urls[follower].split("//")[1].split(":")
+        conn = http.client.HTTPConnection(host, int(port), timeout=10)
+        headers = {"Authorization": f"Bearer {TOKEN}", "Content-Type": "application/json"}
+        body = json.dumps({"task_id": "via-follower", "name": "f", "argv": ["true"], "resources": {"cpus": 0.1, "mem": 8}})
+        conn.request("POST", "/dcosd/v1/tasks", body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        assert (r.status, r.getheader("Location")) == (307, ha.urls[leader] + "/dcosd/v1/tasks")
+        assert r.getheader("Server") is None  # the follower's front answered
+        conn.request("POST", "/dcosd/v1/tasks", body=body, headers={**headers, "X-Dcosd-Proxy": "leader"})
+        r = conn.getresponse()
+        assert (r.status, json.loads(r.read())) == (201, {"task_id": "via-follower"})
+        assert r.getheader("X-Marathon-Leader") == ha.urls[leader] and r.getheader("Server") is None
+        conn.close()
+        ha.wait_caught_up(ha.ids)
+        assert all("via-follower" in ha.queued_ids(i) for i in ha.ids)
+    finally:
+        ha.stop_all()
