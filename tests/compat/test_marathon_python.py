@@ -152,7 +152,7 @@ def test_rolling_update_keeps_half_healthy(cluster):
     else:
         raise AssertionError(f"rolling update did not finish: {samples[-10:]}")
     assert min(samples) >= 2, samples
-    assert len(samples) > 5
+    assert min(samples) < 4, samples  # the update was seen under way (a count of samples depended on speed)
     new = c.list_tasks("/roll")
     assert len(new) == 4 and not (old & {t.id for t in new})
 
