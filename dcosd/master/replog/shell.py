@@ -40,6 +40,7 @@ from typing import Any
 from dcosd import codec
 from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable, ValidationError
 from dcosd.master.state.checkpoint import Checkpointer
+from dcosd.memtrim import release_free_memory
 from dcosd.master.state.store import Reads, migrate, open_db
 
 from .compaction import snapshot_due
@@ -309,6 +310,7 @@ class RaftStore(Reads):
                 if term is not None and index > node.log.offset:
                     node.compact(index, data)
                     self.storage.record_snapshot(index, term)
+                    release_free_memory()  # the entries just dropped (memtrim.py)
                     log.info("snapshot at index %d (%d bytes); log compacted", index, image_size(data))
             inbox, self._inbox = self._inbox, []
             for m in inbox:
@@ -475,6 +477,7 @@ class RaftStore(Reads):
         self._deliver(outcomes)
         if rd.snapshot is not None:
             self._log_bytes, self._image_bytes = 0, image_size(rd.snapshot.data)
+            release_free_memory()  # the log the snapshot replaced
             # proposals whose slots the snapshot covers: outcome unknown here
             for index in [i for i in self._waiting if i <= rd.snapshot.meta.index]:
                 _, fut, _ = self._waiting.pop(index)
