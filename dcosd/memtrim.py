@@ -11,22 +11,23 @@ A no-op where the C library has no ``malloc_trim`` (musl, macOS).
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
-from typing import Any
 
-_trim: Any = None
-_loaded = False
+
+def _malloc_trim() -> ctypes._CFuncPtr | None:
+    # The process's own symbols include its C library's: no library search (find_library would run
+    # ldconfig in a subprocess, on the event loop, at the first compaction).
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (OSError, AttributeError):
+        return None
+    trim.argtypes = [ctypes.c_size_t]
+    trim.restype = ctypes.c_int
+    return trim
+
+
+_TRIM = _malloc_trim()
 
 
 def release_free_memory() -> None:
-    global _trim, _loaded
-    if not _loaded:
-        _loaded = True
-        try:
-            _trim = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
-            _trim.argtypes = [ctypes.c_size_t]
-            _trim.restype = ctypes.c_int
-        except (OSError, AttributeError):
-            _trim = None
-    if _trim is not None:
-        _trim(0)
+    if _TRIM is not None:
+        _TRIM(0)

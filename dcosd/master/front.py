@@ -172,7 +172,7 @@ class FrontProtocol(asyncio.Protocol):
         # body that stopped arriving), and otherwise sets itself again for the time left.
         self._idle: asyncio.TimerHandle | None = None
         self._last_data = 0.0
-        self._task: asyncio.Task | None = None
+        self._task: asyncio.Task | None = None  # the loop holds tasks weakly: this keeps the one serving
 
     # -- asyncio.Protocol ----------------------------------------------------------------------------
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
