@@ -24,6 +24,17 @@ async def test_frames_cut_at_every_byte_arrive_whole_and_in_order() -> None:
     assert reader.done.done()
 
 
+async def test_the_frames_one_read_completes_are_delivered_together() -> None:
+    """One call per read, not per frame: the store then steps them all in one pump (shell.py step)."""
+    got: list[list[Message]] = []
+    reader = FrameReader(got.append, "m1")
+    stream = b"".join(_frame(_batch(k)) for k in range(3))
+    reader.feed_data(stream[:-1])  # the third frame is one byte short
+    assert got == [_batch(0) + _batch(1)]
+    reader.feed_data(stream[-1:])
+    assert got == [_batch(0) + _batch(1), _batch(2)]
+
+
 async def test_a_malformed_frame_ends_the_stream_without_delivering_it() -> None:
     got: list[list[Message]] = []
     reader = FrameReader(got.append, "m1")

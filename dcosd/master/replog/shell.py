@@ -4,9 +4,10 @@
 ``read_index()`` / ``wait_applied()`` for linearizable reads, ``step(messages)`` for the transport,
 and ``status()``.
 
-The RaftNode is driven on the event loop, like etcd's raft goroutine: inputs (proposals, peers'
-messages, read requests, ticks) are queued and one ``_pump`` feeds them all to the node, so
-everything that arrived together becomes one Ready, one transaction and one fsync (group commit).
+The RaftNode is driven on the event loop, like etcd's raft goroutine: inputs (proposals, read
+requests, ticks) are queued and one ``_pump`` feeds them all to the node, so everything that arrived
+together becomes one Ready, one transaction and one fsync (group commit). Peers' messages are pumped
+in as they are read (every frame of one read together), with whatever else is queued.
 An earlier version ran the whole node on its own thread: every input and every result then crossed
 threads and the GIL, which cost more CPU and latency per write than the replication itself.
 
@@ -159,9 +160,19 @@ class RaftStore(Reads):
         return await fut
 
     def step(self, messages: list[Message]) -> None:
-        if not self._closed:
-            self._inbox.extend(messages)
-            self._schedule()
+        """Peers' messages, as one read of their stream brought them (transport.FrameReader): fed to the
+        node at once, not a loop turn later. An acknowledgment that commits a write then answers it before
+        the loop polls again (the other follower's acknowledgment, arriving meanwhile, used to be read
+        and decoded first), and a follower starts its fsync a hop sooner. While a Ready is being written
+        they wait for it, as everything else does (_persisted pumps)."""
+        if self._closed:
+            return
+        self._inbox.extend(messages)
+        if self._outstanding:
+            return
+        if self._pump_handle is not None:  # proposals waiting for the loop's turn go now, with these
+            self._pump_handle.cancel()
+        self._pump()
 
     async def read_index(self) -> int:
         """On the leader: an index such that state applied up to it reflects every write acknowledged

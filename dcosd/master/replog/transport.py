@@ -87,24 +87,27 @@ class FrameReader:
         buf = self._buf
         buf += data
         pos, end = 0, len(buf)
-        while end - pos >= _LEN:
-            n = int.from_bytes(buf[pos:pos + _LEN], "little")
-            if n > MAX_FRAME:
-                log.warning("dropping the raft stream from %s: a frame of %d bytes announced", self._peer, n)
-                self._finish()
-                return True, b""
-            if end - pos - _LEN < n:
-                break
-            body = bytes(buf[pos + _LEN:pos + _LEN + n])
-            pos += _LEN + n
-            try:
-                messages = self._chunk(body) if is_chunk(body) else self._messages(decode_frame(body))
-            except WireError as exc:
-                log.warning("dropping the raft stream from %s: %s", self._peer, exc)
-                self._finish()
-                return True, b""  # eof: aiohttp closes the connection
-            if messages:
-                self._deliver(messages)
+        arrived: list[Message] = []  # every frame this read completed, delivered together
+        try:
+            while end - pos >= _LEN:
+                n = int.from_bytes(buf[pos:pos + _LEN], "little")
+                if n > MAX_FRAME:
+                    log.warning("dropping the raft stream from %s: a frame of %d bytes announced", self._peer, n)
+                    self._finish()
+                    return True, b""
+                if end - pos - _LEN < n:
+                    break
+                body = bytes(buf[pos + _LEN:pos + _LEN + n])
+                pos += _LEN + n
+                try:
+                    arrived += self._chunk(body) if is_chunk(body) else self._messages(decode_frame(body))
+                except WireError as exc:
+                    log.warning("dropping the raft stream from %s: %s", self._peer, exc)
+                    self._finish()
+                    return True, b""  # eof: aiohttp closes the connection
+        finally:
+            if arrived:  # also those before a frame that did not parse, as they were read
+                self._deliver(arrived)
         del buf[:pos]
         return False, b""
 
