@@ -76,7 +76,9 @@ class OperatorApi:
         self.master.require_leader()
         spec = TaskSpec.from_dict(await read_json(request), assign_id=True)
         # Placement is woken by the commit itself (Master._on_commit), on whichever path it is applied.
-        await self.master.store.propose({"type": "task_submit", "time": time.time(), "spec": spec.to_dict()})
+        # Only the outcome is needed here (nothing is read after it): see RaftStore.propose.
+        await self.master.store.propose({"type": "task_submit", "time": time.time(), "spec": spec.to_dict()},
+                                        outcome_only=True)
         return json_response({"task_id": spec.task_id}, status=201)
 
     async def list_tasks(self, request: web.Request) -> web.Response:

@@ -163,3 +163,60 @@ def test_a_backup_restores_as_the_first_snapshot_of_a_new_cluster(path: Path, tm
     assert other.restore_backup(tmp_path / "backup") == (2, 4)
     assert {r[0] for r in other.db.execute("SELECT task_id FROM queue")} == {"t1", "t2"}
     assert next(iter(other.db.execute("SELECT cluster_id FROM cluster")))[0] == cid
+
+
+def _queued(path: Path) -> list[str]:
+    db = apsw.Connection(str(path))
+    try:
+        return [r[0] for r in db.execute("SELECT task_id FROM queue ORDER BY task_id")]
+    finally:
+        db.close()
+
+
+def test_a_held_apply_is_seen_by_no_reader_until_it_commits(path: Path) -> None:
+    """write_ready(hold=True) of a Ready that only applies: outcomes now, the commit later (shell.py
+    answers outcome-only proposers in between)."""
+    s = _open(path)
+    entries = [_submit(i) for i in range(1, 3)]
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=entries))
+    outcomes = s.write_ready(Ready(committed_entries=entries), hold=True)
+    assert [(e.index, ok, value) for e, ok, value, _ in outcomes] == [(1, True, {"task_id": "t1"}),
+                                                                      (2, True, {"task_id": "t2"})]
+    assert s.holding
+    assert _queued(path) == []  # another connection: nothing committed yet
+    with pytest.raises(StorageError, match="held transaction"):
+        s.write_ready(Ready(entries=[_submit(3)]))
+    s.commit_held()
+    assert not s.holding and _queued(path) == ["t1", "t2"]
+    s.db.close()
+    state, applied = _open(path).load()
+    assert applied == 2
+
+
+def test_a_held_apply_rolled_back_leaves_its_entries_to_be_applied_again(path: Path) -> None:
+    """As a crash between the answer and the commit would: the entries stay in the durable log, the
+    applied index where it was, and applying them again gives the same outcomes."""
+    s = _open(path)
+    entries = [_submit(1)]
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=entries))
+    first = s.write_ready(Ready(committed_entries=entries), hold=True)
+    s.rollback_held()
+    assert not s.holding and _queued(path) == []
+    s.db.close()
+    s = _open(path)
+    state, applied = s.load()
+    assert applied == 0 and [e.index for e in state.entries] == [1]
+    again = s.write_ready(Ready(committed_entries=state.entries))
+    assert [(ok, value) for _, ok, value, _ in again] == [(ok, value) for _, ok, value, _ in first]
+    assert _queued(path) == ["t1"]
+    s.db.close()
+
+
+def test_a_ready_that_must_be_durable_is_never_held(path: Path) -> None:
+    s = _open(path)
+    entries = [_submit(1)]
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=entries, committed_entries=[]), hold=True)
+    assert not s.holding  # new entries: fsynced and committed at once
+    s.write_ready(Ready(hard_state=HardState(2, "m2", 0), committed_entries=entries), hold=True)
+    assert not s.holding and _queued(path) == ["t1"]  # a new term rides along: durable too
+    s.db.close()

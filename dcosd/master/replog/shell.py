@@ -38,6 +38,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import apsw
+
 from dcosd import codec
 from dcosd.errors import DcosdError, NotLeader, StorageError, Unavailable, ValidationError
 from dcosd.master.state.checkpoint import Checkpointer
@@ -48,7 +50,7 @@ from .compaction import snapshot_due
 from .core import RaftNode
 from .disk_timing import DurableWriteTimes
 from .image import ImageFile, image_size
-from .messages import Message, MsgType, Ready, Role
+from .messages import Entry, Message, MsgType, Ready, Role
 from .storage import RaftStorage
 
 log = logging.getLogger(__name__)
@@ -115,7 +117,8 @@ class RaftStore(Reads):
         self.term = state.hard_state.term
         self._applied_waiters: list[tuple[int, asyncio.Future]] = []
         # Inputs waiting for the next pump.
-        self._proposals: list[tuple[bytes, asyncio.Future, list[int] | None]] = []  # (command, answer, ENTERED_LOG)
+        # (command, answer, ENTERED_LOG, outcome_only)
+        self._proposals: list[tuple[bytes, asyncio.Future, list[int] | None, bool]] = []
         self._inbox: list[Message] = []
         self._read_requests: list[asyncio.Future] = []
         self._transfers: list[tuple[str | None, asyncio.Future]] = []
@@ -128,8 +131,8 @@ class RaftStore(Reads):
         self._image_bytes = image_size(state.snapshot.data)
         self._deadlines: collections.deque[tuple[float, asyncio.Future]] = collections.deque()
         # Outputs the node still owes.
-        # index -> (term, future, the proposing request's ENTERED_LOG)
-        self._waiting: dict[int, tuple[int, asyncio.Future, list[int] | None]] = {}
+        # index -> (term, future, the proposing request's ENTERED_LOG, outcome_only)
+        self._waiting: dict[int, tuple[int, asyncio.Future, list[int] | None, bool]] = {}
         self._reads: dict[int, asyncio.Future] = {}
         self._read_seq = 0
         self._announced: tuple[bool, str | None, int] = (False, None, -1)
@@ -149,11 +152,20 @@ class RaftStore(Reads):
         self._schedule()  # a fresh node may already owe a Ready (a one-master cluster's election)
 
     # -- the surface ----------------------------------------------------------------------------
-    async def propose(self, command: dict[str, Any]) -> Any:
+    async def propose(self, command: dict[str, Any], *, outcome_only: bool = False) -> Any:
+        """Commit ``command`` and return what applying it returned (or raise what it raised).
+
+        ``outcome_only``: the caller needs that outcome and nothing else — it reads no state after this
+        returns and does not rely on the listeners having run. It may then be answered as soon as the
+        command is committed and applied, before the transaction that applied it commits (a loop turn
+        later, with the listeners). Its outcome is final: the command is committed, so a crash before
+        that transaction commits re-applies it at the restart, to the same outcome; and reads still wait
+        until this master has committed it (``applied`` moves only then). At one client that takes the
+        commit and the listeners, ~50 µs of a write's ~1.1 ms, off the answer's path."""
         if self._closed or self._failed is not None:
             raise StorageError("state store is closed")
         fut: asyncio.Future = self.loop.create_future()
-        self._proposals.append((codec.dumps(command), fut, ENTERED_LOG.get()))
+        self._proposals.append((codec.dumps(command), fut, ENTERED_LOG.get(), outcome_only))
         # One timer per write showed in profiles; the tick expires them instead, oldest first.
         self._deadlines.append((self.loop.time() + PROPOSE_TIMEOUT, fut))
         self._schedule()
@@ -274,11 +286,15 @@ class RaftStore(Reads):
         if self._pump_handle is not None:
             self._pump_handle.cancel()
         closed = StorageError("state store is closed")
-        for fut in [f for _, f, _ in self._proposals] + [f for _, f, _ in self._waiting.values()] + \
+        for fut in [p[1] for p in self._proposals] + [w[1] for w in self._waiting.values()] + \
                 self._read_requests + list(self._reads.values()) + [f for _, f in self._transfers] + self._watchers:
             self._settle(fut, closed, False)
         self._disk.put(None)
         self._disk_thread.join(timeout=10)
+        try:
+            self.storage.rollback_held()  # its entries are in the durable log: the restart applies them
+        except apsw.Error as exc:
+            log.warning("closing the state store: %s", exc)
         self._checkpointer.close()
         self._writer.close()
         self.reader.close()
@@ -353,13 +369,13 @@ class RaftStore(Reads):
             if proposals:
                 self._proposals = []
                 try:
-                    placed = node.propose_many([p for p, _, _ in proposals])
-                    for (_, fut, entered), pr in zip(proposals, placed):
-                        self._waiting[pr.index] = (pr.term, fut, entered)
+                    placed = node.propose_many([p[0] for p in proposals])
+                    for (_, fut, entered, outcome_only), pr in zip(proposals, placed):
+                        self._waiting[pr.index] = (pr.term, fut, entered, outcome_only)
                         if entered is not None:
                             entered.append(pr.index)
                 except NotLeader as exc:
-                    for _, fut, _ in proposals:
+                    for _, fut, _, _ in proposals:
                         self._settle(fut, NotLeader(leader=exc.leader), False)
             self._drive()
         except BaseException as exc:  # noqa: BLE001 — storage failure: this master must stop
@@ -385,7 +401,38 @@ class RaftStore(Reads):
                 self._outstanding = True
                 self._disk.put((rd, later))  # the early messages are in the sockets already
                 return
-            self._finish(rd, later, self.storage.write_ready(rd))
+            outcomes = self.storage.write_ready(rd, hold=self._answers_before_commit(rd))
+            if self.storage.holding:
+                for e, ok, value, _ in outcomes:
+                    waiter = self._waiting.get(e.index)
+                    if waiter is not None and waiter[3]:
+                        self._answer(e, ok, value)
+                self._outstanding = True  # nothing else is written until that transaction commits
+                self.loop.call_soon(self._commit_held, rd, later, outcomes)
+                return
+            self._finish(rd, later, outcomes)
+
+    def _answers_before_commit(self, rd: Ready) -> bool:
+        """Whether ``rd`` applies a command of an outcome-only proposer (propose()) here."""
+        waiting = self._waiting
+        for e in rd.committed_entries:
+            waiter = waiting.get(e.index)
+            if waiter is not None and waiter[3]:
+                return True
+        return False
+
+    def _commit_held(self, rd: Ready, later: list[Message], outcomes: list) -> None:
+        """The transaction that applied ``rd``, a loop turn after its outcome-only proposers were
+        answered (their handlers ran in between), then the rest of ``rd`` as for any applied Ready."""
+        if self._closed:
+            return  # close() rolled it back
+        try:
+            self.storage.commit_held()
+            self._finish(rd, later, outcomes)
+            self._outstanding = False
+            self._pump()
+        except BaseException as exc:  # noqa: BLE001
+            self._fail(exc)
 
     def _write_and_acknowledge(self, rd: Ready, messages: list[Message]) -> list:
         """A follower's (or candidate's) fsynced Ready, written on the loop. Its acknowledgments are
@@ -462,10 +509,10 @@ class RaftStore(Reads):
     def _fail(self, exc: BaseException) -> None:
         self._failed = exc
         log.critical("replicated log stopped: %s", exc)
-        for _, fut, _ in self._waiting.values():
-            self._settle(fut, exc, False)
-        for _, fut, _ in self._proposals:
-            self._settle(fut, exc, False)
+        for waiter in self._waiting.values():
+            self._settle(waiter[1], exc, False)
+        for proposal in self._proposals:
+            self._settle(proposal[1], exc, False)
         if self._on_fatal is not None:
             self._on_fatal(exc)
 
@@ -491,8 +538,7 @@ class RaftStore(Reads):
             release_free_memory()  # the log the snapshot replaced
             # proposals whose slots the snapshot covers: outcome unknown here
             for index in [i for i in self._waiting if i <= rd.snapshot.meta.index]:
-                _, fut, _ = self._waiting.pop(index)
-                self._settle(fut, NotLeader(leader=node.leader), False)
+                self._settle(self._waiting.pop(index)[1], NotLeader(leader=node.leader), False)
         self._advance_applied(node.log.applied)
         for rs in rd.read_states:  # 6: the caller then waits for applied >= index
             fut = self._reads.pop(rs.request_id, None)
@@ -519,24 +565,28 @@ class RaftStore(Reads):
         every listener here has run (so it sees what they did), but ahead of the tasks the listeners
         wake — an allocation cycle after every submitted task, event streams — which the answer need
         not wait for."""
-        node = self.node
         for e, ok, value, command in outcomes:
             self._log_bytes += len(e.data)
-            waiter = self._waiting.pop(e.index, None)
-            if waiter is not None:
-                term, fut, entered = waiter
-                if term != e.term:  # our proposal lost its slot to another leader's entry: never committed
-                    if entered is not None and e.index in entered:
-                        entered.remove(e.index)
-                    self._settle(fut, NotLeader(leader=node.leader), False)
-                else:
-                    self._settle(fut, value, ok)
+            self._answer(e, ok, value)  # (an outcome-only proposer was answered already)
             if ok and command is not None:
                 for listener in list(self.listeners):
                     try:
                         listener(command, value)
                     except Exception:
                         log.exception("state listener failed")
+
+    def _answer(self, e: Entry, ok: bool, value: Any) -> None:
+        """The proposer of the command applied at ``e.index`` on this master, if it waits here."""
+        waiter = self._waiting.pop(e.index, None)
+        if waiter is None:
+            return
+        term, fut, entered, _ = waiter
+        if term != e.term:  # our proposal lost its slot to another leader's entry: never committed
+            if entered is not None and e.index in entered:
+                entered.remove(e.index)
+            self._settle(fut, NotLeader(leader=self.node.leader), False)
+        else:
+            self._settle(fut, value, ok)
 
     def _applied_early(self, outcomes: list) -> None:
         if self._closed:

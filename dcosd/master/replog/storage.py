@@ -61,6 +61,7 @@ class RaftStorage:
         self.applied_term = 0
         self._vouched: tuple[int, str | None, bool] | None = None  # (term, vote, rejoining) last made durable
         self._synchronous = "FULL"  # open_db's setting
+        self._held: tuple | None = None  # write_ready(hold=True)'s open transaction: what _committed() takes
         self._to_record: tuple[int, int] | None = None  # a saved image write_ready() must record
         # Log rows at or below the snapshot are dead weight (load() skips them); they are deleted
         # TRUNCATE_STEP at a time by the following Readys, not all 10,000 inside one write.
@@ -145,9 +146,17 @@ class RaftStorage:
         return True
 
     # -- one Ready: persist + restore + apply, one transaction ---------------------------------
-    def write_ready(self, rd: Ready) -> list[Outcome]:
+    def write_ready(self, rd: Ready, *, hold: bool = False) -> list[Outcome]:
         """Steps 1 and 3 of the I/O contract in ONE fsynced transaction (persist before apply holds
-        inside it). Raises StorageError and changes nothing if SQLite fails."""
+        inside it). Raises StorageError and changes nothing if SQLite fails.
+
+        ``hold``: if nothing in the transaction needs an fsync (it applies committed entries, nothing
+        else durable), leave it open once applied — ``holding`` is then True, ``commit_held()`` commits
+        it and ``rollback_held()`` drops it; nothing else may use the writer meanwhile. The outcomes are
+        final already: the entries are committed, so a crash before the commit re-applies them to the
+        same outcomes at the restart (shell.py answers some proposers in between)."""
+        if self._held is not None:
+            raise StorageError("a held transaction must be committed or rolled back first")
         db = self.db
         attached = False
         if rd.snapshot is not None:
@@ -206,6 +215,9 @@ class RaftStorage:
                     last = rd.committed_entries[-1]
                     db.execute("INSERT OR REPLACE INTO raft_applied (id, idx, term) VALUES (1, ?, ?)",
                                (last.index, last.term))
+                if hold and not attached and self._synchronous == "NORMAL":
+                    self._held = (rd, vouched, record, truncate_to, truncated)
+                    return outcomes
                 db.execute("COMMIT")
             except BaseException:
                 rollback(db)
@@ -215,6 +227,36 @@ class RaftStorage:
         finally:
             if attached:
                 self._detach_image()
+        self._committed(rd, vouched, record, truncate_to, truncated)
+        return outcomes
+
+    @property
+    def holding(self) -> bool:
+        """A transaction write_ready(hold=True) left open."""
+        return self._held is not None
+
+    def commit_held(self) -> None:
+        held, self._held = self._held, None
+        if held is None:
+            return
+        try:
+            try:
+                self.db.execute("COMMIT")
+            except BaseException:
+                rollback(self.db)
+                raise
+        except apsw.Error as exc:
+            raise StorageError(f"cannot write the replicated log in {self.path}: {why_not_written(exc)}") from exc
+        self._committed(*held)
+
+    def rollback_held(self) -> None:
+        if self._held is not None:
+            self._held = None
+            rollback(self.db)
+
+    def _committed(self, rd: Ready, vouched: tuple, record: tuple[int, int] | None, truncate_to: int,
+                   truncated: int) -> None:
+        """What this object keeps of the disk's state, once ``rd``'s transaction is committed."""
         self._vouched = vouched
         self._truncate_to, self._truncated = truncate_to, truncated
         if record is not None or rd.snapshot is not None:
@@ -227,7 +269,6 @@ class RaftStorage:
             self.applied_term = rd.committed_entries[-1].term
         elif rd.snapshot is not None:
             self.applied_term = rd.snapshot.meta.term
-        return outcomes
 
     def vouches(self, hs: HardState | None) -> bool:
         """Whether persisting ``hs`` changes what messages vouch for (term, vote, rejoining)."""

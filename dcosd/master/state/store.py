@@ -121,8 +121,9 @@ class StateStore(Reads):
         self.listeners: list[Any] = []
 
     # -- writes --------------------------------------------------------------------
-    async def propose(self, command: dict[str, Any]) -> Any:
-        """Record and apply one command; returns apply()'s result once durable."""
+    async def propose(self, command: dict[str, Any], *, outcome_only: bool = False) -> Any:
+        """Record and apply one command; returns apply()'s result once durable. (``outcome_only``, a
+        hint for the replicated store, changes nothing here: the answer comes after the commit.)"""
         if self._closed:
             raise StorageError("state store is closed")
         loop = asyncio.get_running_loop()
