@@ -220,3 +220,23 @@ def test_a_ready_that_must_be_durable_is_never_held(path: Path) -> None:
     s.write_ready(Ready(hard_state=HardState(2, "m2", 0), committed_entries=entries), hold=True)
     assert not s.holding and _queued(path) == ["t1"]  # a new term rides along: durable too
     s.db.close()
+
+
+def test_entries_that_conflict_replace_the_stored_suffix_and_new_ones_replace_nothing(path: Path) -> None:
+    """A write of entries past the log's end skips the DELETE of a conflicting suffix (there is none);
+    one that starts inside the log replaces everything from its first index — also after a restart."""
+    s = _open(path)
+    statements: list[str] = []
+    s.db.exec_trace = lambda cursor, sql, bindings: statements.append(sql) or True
+    s.write_ready(Ready(hard_state=HardState(1, "m1", 0), entries=[_submit(i) for i in range(1, 4)]))
+    s.write_ready(Ready(entries=[_submit(i) for i in range(4, 6)]))
+    assert not [q for q in statements if q.startswith("DELETE FROM raft_log")]
+    s.write_ready(Ready(hard_state=HardState(2, "m2", 0), entries=[_submit(3, term=2), _submit(4, term=2)]))
+    assert [q for q in statements if q.startswith("DELETE FROM raft_log WHERE idx >=")]
+    assert [(e.index, e.term) for e in s.load()[0].entries] == [(1, 1), (2, 1), (3, 2), (4, 2)]
+    s.db.close()
+    s = _open(path)  # the log's end as loaded: index 4, so a write at 4 replaces and one at 5 adds
+    s.write_ready(Ready(hard_state=HardState(3, "m3", 0), entries=[_submit(4, term=3)]))
+    s.write_ready(Ready(entries=[_submit(5, term=3)]))
+    assert [(e.index, e.term) for e in s.load()[0].entries] == [(1, 1), (2, 1), (3, 2), (4, 3), (5, 3)]
+    s.db.close()
