@@ -75,11 +75,12 @@ class OperatorApi:
         self.master.require_operator(request)
         self.master.require_leader()
         spec = TaskSpec.from_dict(await read_json(request), assign_id=True)
+        answer = json_response({"task_id": spec.task_id}, status=201)  # ready before the write: it waits for that alone
         # Placement is woken by the commit itself (Master._on_commit), on whichever path it is applied.
         # Only the outcome is needed here (nothing is read after it): see RaftStore.propose.
         await self.master.store.propose({"type": "task_submit", "time": time.time(), "spec": spec.to_dict()},
                                         outcome_only=True)
-        return json_response({"task_id": spec.task_id}, status=201)
+        return answer
 
     async def list_tasks(self, request: web.Request) -> web.Response:
         self.master.require_operator(request)
