@@ -8,6 +8,7 @@ from pathlib import Path
 
 from dcosd.master.replog.messages import Entry, EntryKind, Message, MsgType
 from dcosd.master.replog.shell import RaftStore
+from tests.harness.raft_stores import cluster, elect, submit, until
 
 IDS = ["m1", "m2", "m3"]
 
@@ -43,3 +44,28 @@ async def test_messages_that_arrive_while_a_leader_writes_wait_for_that_write(tm
         assert store.node.term == 5 and not store._inbox
     finally:
         store.close()
+
+
+def test_messages_stepped_from_inside_the_pump_wait_for_it_to_end(tmp_path: Path) -> None:
+    """A listener (run by the pump as entries apply) that hands the store messages does not re-enter
+    the pump: they are queued and stepped right after it."""
+    async def scenario() -> None:
+        stores = cluster(tmp_path, asyncio.get_running_loop())
+        leader = stores["m1"]
+        seen: list[bool] = []
+
+        def listener(command: dict, value: object) -> None:
+            leader.step([Message(MsgType.HEARTBEAT_RESP, "m2", "m1", leader.node.term, seq=0)])
+            seen.append(bool(leader._inbox))  # queued, not stepped inside the pump
+
+        try:
+            await elect(leader)
+            leader.listeners.append(listener)
+            await leader.propose(submit("t1"))
+            await until(lambda: not leader._inbox, "the queued message to be stepped")
+            assert seen == [True]
+        finally:
+            for s in stores.values():
+                s.close()
+
+    asyncio.run(scenario())

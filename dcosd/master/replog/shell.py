@@ -142,6 +142,7 @@ class RaftStore(Reads):
         self.handover: asyncio.Future | None = None
         self._outstanding = False  # a Ready is between ready() and advance() (being written on the disk thread)
         self._pump_handle: asyncio.Handle | None = None
+        self._pumping = False
         self._closed = False
         self._failed: BaseException | None = None
         self.disk_times = DurableWriteTimes()  # of the fsynced writes (metrics, slow-disk warnings)
@@ -181,6 +182,9 @@ class RaftStore(Reads):
             return
         self._inbox.extend(messages)
         if self._outstanding:
+            return
+        if self._pumping:  # from inside the pump (a listener, a callback): after it, not within it
+            self._schedule()
             return
         if self._pump_handle is not None:  # proposals waiting for the loop's turn go now, with these
             self._pump_handle.cancel()
@@ -329,6 +333,7 @@ class RaftStore(Reads):
         if self._outstanding or self._closed or self._failed is not None:
             return
         node = self.node
+        self._pumping = True
         try:
             if self._compact_due is not None:  # between Readys, as the core requires
                 index, data = self._compact_due
@@ -380,6 +385,8 @@ class RaftStore(Reads):
             self._drive()
         except BaseException as exc:  # noqa: BLE001 — storage failure: this master must stop
             self._fail(exc)
+        finally:
+            self._pumping = False
 
     def _drive(self) -> None:
         node = self.node
