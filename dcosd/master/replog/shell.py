@@ -431,15 +431,13 @@ class RaftStore(Reads):
     def _commit_held(self, rd: Ready, later: list[Message], outcomes: list) -> None:
         """The transaction that applied ``rd``, a loop turn after its outcome-only proposers were
         answered (their handlers ran in between), then the rest of ``rd`` as for any applied Ready."""
-        if self._closed:
-            return  # close() rolled it back
-        try:
-            self.storage.commit_held()
-            self._finish(rd, later, outcomes)
-            self._outstanding = False
-            self._pump()
-        except BaseException as exc:  # noqa: BLE001
-            self._fail(exc)
+        error = None
+        if not self._closed:  # (closed: close() rolled it back)
+            try:
+                self.storage.commit_held()
+            except BaseException as exc:  # noqa: BLE001 — the master stops (_persisted)
+                error = exc
+        self._persisted(rd, later, outcomes, error)
 
     def _write_and_acknowledge(self, rd: Ready, messages: list[Message]) -> list:
         """A follower's (or candidate's) fsynced Ready, written on the loop. Its acknowledgments are

@@ -184,8 +184,8 @@ class RaftStorage:
         if (rd.snapshot is None and record is None and not rd.entries and not write_hs and not rd.committed_entries
                 and self._truncated >= self._truncate_to):
             return outcomes  # nothing durable in it (a Ready of messages, or of a commit index alone)
-        self._set_synchronous("FULL" if rd.entries or rd.snapshot is not None or write_hs
-                              or record is not None else "NORMAL")
+        durable = bool(rd.entries) or rd.snapshot is not None or write_hs or record is not None
+        self._set_synchronous("FULL" if durable else "NORMAL")
         try:
             db.execute("BEGIN IMMEDIATE")
             try:
@@ -221,7 +221,7 @@ class RaftStorage:
                     last = rd.committed_entries[-1]
                     db.execute("INSERT OR REPLACE INTO raft_applied (id, idx, term) VALUES (1, ?, ?)",
                                (last.index, last.term))
-                if hold and not attached and self._synchronous == "NORMAL":
+                if hold and not durable:
                     self._held = (rd, vouched, record, truncate_to, truncated)
                     return outcomes
                 db.execute("COMMIT")
